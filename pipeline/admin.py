@@ -1,0 +1,37 @@
+"""Admin commands: ``delete-ring`` (on purpose only) and ``settings``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import exitcodes
+from .common.errors import ConfigError
+from .common.settings import SETTINGS, load_settings
+
+
+def main(argv: list[str]) -> int:
+    command, rest = argv[0], argv[1:]
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        print(f"tagpipe {command}: {e}", file=sys.stderr)
+        return exitcodes.CONFIG
+    if command == "settings":
+        masked = settings.masked()
+        for s in SETTINGS:
+            print(f"{s.name}={masked[s.name]!s:<24} # {s.doc}")
+        return exitcodes.OK
+    parser = argparse.ArgumentParser(prog="python -m pipeline delete-ring", description="Delete a ring and the records in it.")
+    parser.add_argument("--name", default=settings.ring_name, help="ring to delete (default: RING_NAME)")
+    parser.add_argument("--force", action="store_true", help="delete even while a poller or writer runs")
+    args = parser.parse_args(rest)
+    from shm import RingError, delete_ring
+
+    try:
+        removed = delete_ring(args.name, force=args.force)
+    except (RingError, ValueError) as e:
+        print(f"tagpipe delete-ring: {e}", file=sys.stderr)
+        return exitcodes.CHECK_FAILED
+    print("\n".join(f"removed {r}" for r in removed) if removed else f"no ring named {args.name!r}")
+    return exitcodes.OK

@@ -1,0 +1,78 @@
+"""The sink interface shared by the SQLite and Oracle sinks.
+
+A sink writes one batch of records (``shm.layout.RECORD_DTYPE``, padding already removed)
+that belong to one identity stream ``epoch`` (the ring's epoch, or a synthetic one for
+rows replayed from an original-format backup file), atomically: when ``write`` returns,
+the rows it reports as written are committed; when it raises, nothing of the batch is
+committed. Writing the same (epoch, seq) twice is harmless: the second time it is
+reported in ``duplicates``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+class SinkError(Exception):
+    """Base class of sink errors. ``code`` is the driver's full code (e.g. DPY-4011)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientSinkError(SinkError):
+    """The database is unreachable or timed out: retry later; the batch is intact."""
+
+
+class PermanentSinkError(SinkError):
+    """The sink cannot work as configured (missing table, no privilege, bad login)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One row the database rejected: its index in the batch, the error code and text."""
+
+    index: int
+    code: str
+    message: str
+
+
+@dataclass
+class WriteResult:
+    """What a committed ``write`` did: rows inserted, rows already present, rows rejected."""
+
+    written: int = 0
+    duplicates: int = 0
+    rejected: list[RowError] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.written + self.duplicates + len(self.rejected)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A database the writer delivers to. Methods block at most their configured timeouts."""
+
+    kind: str  # "sqlite" or "oracle"
+
+    def open(self) -> None:
+        """Connect / prepare. Raises TransientSinkError (database down: not fatal) or
+        PermanentSinkError (configuration problem)."""
+
+    def write(self, epoch: int, records: np.ndarray) -> WriteResult:
+        """Insert ``records`` of identity stream ``epoch`` and commit, exactly once.
+
+        Bad rows are reported in ``rejected`` and do not fail the batch. Raises
+        TransientSinkError when the outcome is "nothing committed, try again".
+        """
+
+    def probe(self) -> bool:
+        """True if the database answers now (cheap; used while the circuit is open)."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""

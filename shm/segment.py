@@ -1,0 +1,240 @@
+"""Shared-memory segments, role locks and the doorbell: the OS-facing parts of the ring.
+
+Python 3.11's ``SharedMemory`` registers every segment it creates *or attaches* with a
+per-process resource tracker that unlinks it when that process exits, even by SIGKILL,
+while other processes still use it. Every create and attach here unregisters right away
+(3.13+ would take ``track=False``), so a ring outlives any one process.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import re
+import time
+from multiprocessing import resource_tracker, shared_memory
+
+import posix_ipc
+
+from .errors import RingError, RoleTaken
+
+SHM_DIR = "/dev/shm"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_ring_name(name: str) -> str:
+    """Return ``name`` if it is a valid ring name (1-64 of A-Z a-z 0-9 _ -), else raise ValueError."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"ring name {name!r} must be 1-64 characters of A-Z a-z 0-9 _ -")
+    return name
+
+
+def segment_name(ring: str) -> str:
+    return f"{ring}.ring"
+
+
+def segment_path(ring: str) -> str:
+    return os.path.join(SHM_DIR, segment_name(ring))
+
+
+def lock_path(ring: str, role: str) -> str:
+    return os.path.join(SHM_DIR, f"{ring}.{role}.lock")
+
+
+def doorbell_name(ring: str) -> str:
+    return f"/{ring}.doorbell"
+
+
+def _untrack(shm: shared_memory.SharedMemory) -> None:
+    # See the module docstring: without this the segment dies with this process.
+    try:
+        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+    except Exception:  # pragma: no cover - tracker already gone at interpreter exit
+        pass
+
+
+def create_segment(ring: str, size: int) -> shared_memory.SharedMemory:
+    """Create the segment (fails if it exists), mode 0660, untracked. Raises FileExistsError."""
+    shm = shared_memory.SharedMemory(name=segment_name(ring), create=True, size=size)
+    _untrack(shm)
+    try:
+        os.fchmod(shm._fd, 0o660)  # type: ignore[attr-defined]
+    except OSError:
+        pass
+    return shm
+
+
+def attach_segment(ring: str) -> shared_memory.SharedMemory:
+    """Attach read-write to an existing segment, untracked. Raises FileNotFoundError."""
+    shm = shared_memory.SharedMemory(name=segment_name(ring), create=False)
+    _untrack(shm)
+    return shm
+
+
+def map_readonly(ring: str) -> tuple[mmap.mmap, int]:
+    """Map the segment read-only (PROT_READ). Returns (map, inode). Raises FileNotFoundError."""
+    fd = os.open(segment_path(ring), os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        if st.st_size == 0:
+            raise FileNotFoundError(errno.ENOENT, "ring segment is empty (being created)", segment_path(ring))
+        mm = mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        return mm, st.st_ino
+    finally:
+        os.close(fd)
+
+
+def segment_inode(ring: str) -> int | None:
+    """Inode of the ring's segment file, or None if there is none."""
+    try:
+        return os.stat(segment_path(ring)).st_ino
+    except FileNotFoundError:
+        return None
+
+
+def unlink_segment(ring: str) -> bool:
+    try:
+        os.unlink(segment_path(ring))
+        return True
+    except FileNotFoundError:
+        return False
+
+
+class RoleLock:
+    """An exclusive ``flock`` on ``/dev/shm/<ring>.<role>.lock`` held for the process lifetime.
+
+    The kernel drops it when the process dies (even by SIGKILL), so a restarted process
+    gets it at once. The file holds the holder's pid, for the refusal message.
+    """
+
+    def __init__(self, ring: str, role: str) -> None:
+        self.ring = ring
+        self.role = role
+        self.path = lock_path(ring, role)
+        self._fd: int | None = None
+
+    def acquire(self, retry_s: float = 3.0) -> None:
+        """Take the lock, retrying for ``retry_s`` (a liveness probe may hold it briefly).
+
+        Raises RoleTaken naming the ring and the holder's pid.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o660)
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_pid(fd)
+                    os.close(fd)
+                    raise RoleTaken(
+                        f"ring {self.ring!r} already has a {self.role}"
+                        f" (pid {holder if holder else 'unknown'}); stop it first"
+                    ) from None
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, 0)
+            except OSError:
+                pass
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def role_alive(ring: str, role: str) -> bool | None:
+    """True if some process holds the role lock, False if not, None if there is no lock file.
+
+    Opens the file read-only and probes with a shared lock that is released at once.
+    """
+    try:
+        fd = os.open(lock_path(ring, role), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return True
+    os.close(fd)  # releases our shared lock
+    return False
+
+
+def _read_pid(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (ValueError, OSError):
+        return 0
+
+
+class Doorbell:
+    """A named POSIX semaphore used only as a wake-up hint, never as a lock.
+
+    ``ring()`` posts only when the count is 0, so the count stays bounded; ``wait()``
+    always has a timeout, so a lost wake-up costs latency, never progress.
+    """
+
+    def __init__(self, ring: str) -> None:
+        self.name = doorbell_name(ring)
+        self._sem = posix_ipc.Semaphore(self.name, flags=posix_ipc.O_CREAT, mode=0o660, initial_value=0)
+
+    def ring(self) -> None:
+        if self._sem.value == 0:
+            self._sem.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        try:
+            self._sem.acquire(timeout_s)
+            return True
+        except posix_ipc.BusyError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self._sem.close()
+        except posix_ipc.ExistentialError:
+            pass
+
+
+def unlink_doorbell(ring: str) -> bool:
+    try:
+        posix_ipc.unlink_semaphore(doorbell_name(ring))
+        return True
+    except posix_ipc.ExistentialError:
+        return False
+
+
+def remove_lock_files(ring: str) -> None:
+    for role in ("producer", "consumer"):
+        try:
+            os.unlink(lock_path(ring, role))
+        except FileNotFoundError:
+            pass
+
+
+def shm_free_bytes() -> int:
+    st = os.statvfs(SHM_DIR)
+    return st.f_bavail * st.f_frsize
+
+
+__all__ = [
+    "Doorbell",
+    "RingError",
+    "RoleLock",
+    "RoleTaken",
+    "attach_segment",
+    "check_ring_name",
+    "create_segment",
+    "map_readonly",
+    "role_alive",
+    "segment_inode",
+    "segment_path",
+    "unlink_segment",
+]

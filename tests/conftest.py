@@ -1,0 +1,71 @@
+"""Shared fixtures: unique rings (deleted afterwards), temp folders, system-program checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+
+# In CI (.ci/run) a missing system program is a failure, not a skip.
+REQUIRE_ALL = os.environ.get("TAGPIPE_REQUIRE_ALL") == "1"
+
+
+def require_program(name: str) -> str:
+    """Path of a system program, or skip the test with a visible reason (fail in CI)."""
+    path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    if path:
+        return path
+    msg = f"{name} is not installed (apt-get install it; .ci/run does)"
+    if REQUIRE_ALL:
+        pytest.fail(msg + " and TAGPIPE_REQUIRE_ALL=1")
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def ring_name():
+    """A unique ring name; the ring, its doorbell and lock files are deleted afterwards."""
+    from shm import delete_ring
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_ring(name, force=True)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process: the repo importable, no stray tagpipe settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORACLE_", "BUFFER_", "RING_", "WEB_", "SQLITE_", "BACKUP_", "TAGS_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def spawn(args: list[str], cwd: str | Path, **env: str) -> subprocess.Popen:
+    """Start ``python <args>`` as a separate interpreter (not a fork child)."""
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=str(cwd),
+        env=child_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Make sure a child is gone (by pid): SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
