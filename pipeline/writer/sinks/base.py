@@ -11,7 +11,7 @@ reported in ``duplicates``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -54,6 +54,11 @@ class WriteResult:
         return self.written + self.duplicates + len(self.rejected)
 
 
+# on_rejected(rows: RECORD_DTYPE array of the rejected rows, errors: one RowError per row,
+# with ``index`` into the batch given to write()).
+OnRejected = Callable[[np.ndarray, list[RowError]], None]
+
+
 @runtime_checkable
 class Sink(Protocol):
     """A database the writer delivers to. Methods block at most their configured timeouts."""
@@ -64,11 +69,15 @@ class Sink(Protocol):
         """Connect / prepare. Raises TransientSinkError (database down: not fatal) or
         PermanentSinkError (configuration problem)."""
 
-    def write(self, epoch: int, records: np.ndarray) -> WriteResult:
+    def write(self, epoch: int, records: np.ndarray, on_rejected: OnRejected | None = None) -> WriteResult:
         """Insert ``records`` of identity stream ``epoch`` and commit, exactly once.
 
-        Bad rows are reported in ``rejected`` and do not fail the batch. Raises
-        TransientSinkError when the outcome is "nothing committed, try again".
+        Bad rows do not fail the batch: they are reported in ``rejected`` and, *before* the
+        commit, handed to ``on_rejected(rows, errors)``, which must make them durable
+        (the quarantine file, fsynced) and may raise to abort the batch (nothing is then
+        committed). That order means a crash can never commit past a rejected row that is
+        not yet in quarantine. Raises TransientSinkError when the outcome is "nothing
+        committed, try again".
         """
 
     def probe(self) -> bool:
