@@ -73,6 +73,12 @@ SETTINGS: list[Setting] = [
     Setting("ORACLE_RETRY_MAX", "int", 3, "Attempts per batch before it goes to a backup file (waits 1 s, 2 s, 4 s, ...).", 1, 10),
     Setting("BACKUP_FILE_PATH", "str", "./backup", "Folder of CSV backup files written while the database is down.", check=_nonempty),
     Setting("SQLITE_PATH", "str", "./data/tagpipe.db", "SQLite database used when no Oracle is configured.", check=_nonempty),
+    Setting("BACKUP_MIN_FREE_MB", "int", 512, "Free space (MB) under BACKUP_FILE_PATH below which the writer warns (disk state low).", 0, 10_000_000),
+    Setting("BACKUP_RETENTION_DAYS", "float", 7.0, "Days replayed backup files are kept in BACKUP_FILE_PATH/replayed/ before removal.", 0.0, 3650.0),
+    Setting("BACKUP_FILE_MAX_ROWS", "int", 100_000, "Rows after which the writer starts a new backup file while spilling.", 100, 10_000_000),
+    Setting("DB_PROBE_MIN_INTERVAL", "float", 1.0, "Seconds before the first database probe once the circuit opens (then doubling, with jitter).", 0.05, 3600.0),
+    Setting("DB_PROBE_MAX_INTERVAL", "float", 30.0, "Longest wait (s) between database probes while the database is down.", 0.05, 3600.0),
+    Setting("SQLITE_BUSY_TIMEOUT", "float", 1.0, "Seconds a SQLite write waits for a lock held by another connection before the attempt fails.", 0.0, 60.0),
     # --- oracle ---
     Setting("ORACLE_HOST", "str", "", "Oracle host; setting it (or ORACLE_DSN) selects the Oracle sink."),
     Setting("ORACLE_PORT", "int", 1521, "Oracle listener port.", 1, 65535),
@@ -88,6 +94,10 @@ SETTINGS: list[Setting] = [
     # --- web ---
     Setting("WEB_HOST", "str", "127.0.0.1", "Address the status page and API listen on.", check=_host),
     Setting("WEB_PORT", "int", 8080, "Port of the status page and API.", 1, 65535),
+    Setting("WEB_LANG", "choice", "auto", "Status page language: ko, en, or auto (the browser's Accept-Language).", choices=("auto", "ko", "en")),
+    Setting("WEB_HISTORY_S", "int", 600, "Seconds of throughput/lag history the web process keeps for the chart (sampled once a second).", 60, 3600),
+    Setting("HEALTH_MAX_LAG_S", "float", 30.0, "Oldest unwritten value older than this (s) makes health degraded (clears below half).", 1.0, 86400.0),
+    Setting("HEALTH_HEARTBEAT_S", "float", 10.0, "A poller/writer heartbeat older than this (s) counts as that process down.", 1.0, 3600.0),
     # --- all processes ---
     Setting("SHUTDOWN_TIMEOUT", "float", 10.0, "Seconds an orderly stop may take (the writer's final flush).", 0.1, 600.0),
     Setting("LOG_LEVEL", "choice", "INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -210,6 +220,8 @@ def load_settings(env: Mapping[str, str] | None = None, env_file: str | None = "
 def _cross_check(v: dict[str, Any]) -> None:
     if v["oracle_pool_min"] > v["oracle_pool_max"]:
         raise ConfigError("ORACLE_POOL_MIN", str(v["oracle_pool_min"]), f"must not exceed ORACLE_POOL_MAX ({v['oracle_pool_max']})")
+    if v["db_probe_min_interval"] > v["db_probe_max_interval"]:
+        raise ConfigError("DB_PROBE_MIN_INTERVAL", str(v["db_probe_min_interval"]), f"must not exceed DB_PROBE_MAX_INTERVAL ({v['db_probe_max_interval']})")
     if v["buffer_batch_size"] > v["buffer_batch_max"]:
         raise ConfigError("BUFFER_BATCH_SIZE", str(v["buffer_batch_size"]), f"must not exceed BUFFER_BATCH_MAX ({v['buffer_batch_max']})")
     if v["oracle_host"] and not v["oracle_dsn"] and not v["oracle_service_name"]:
