@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import struct
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,6 +50,15 @@ W_PUBLISHED = _W["producer.published"]
 W_COMMITTED = _W["consumer.committed"]
 # These words never move between layout versions, so a drained check works on any ring.
 assert (W_MAGIC, W_VERSION, W_RECSIZE, W_CAPACITY, W_CLAIM, W_PUBLISHED, W_COMMITTED) == (0, 1, 2, 3, 16, 17, 48)
+
+
+# The one-record path packs straight into the slot; same bytes as RECORD_DTYPE.
+_RECORD_STRUCT = struct.Struct("<Qqd16s16sBB6x")
+assert _RECORD_STRUCT.size == L.RECORD_SIZE
+assert all(
+    L.RECORD_DTYPE.fields[n][1] == off
+    for n, off in zip(("seq", "ts_us", "value", "plc_code", "tag_address", "quality", "flags"), (0, 8, 16, 24, 40, 56, 57))
+)
 
 
 def now_us() -> int:
@@ -86,7 +97,7 @@ class _Header:
         self.u[f.word] = self.u[f.word] + int(delta)
 
 
-def _check_header(h: _Header, ring: str) -> None:
+def _check_header(h: _Header, ring: str, size: int | None = None) -> None:
     magic = h.u[W_MAGIC]
     if magic == 0:
         raise RingMissing(f"ring {ring!r} is still being created")
@@ -97,6 +108,8 @@ def _check_header(h: _Header, ring: str) -> None:
             f"ring {ring!r} has layout version {h.u[W_VERSION]} with {h.u[W_RECSIZE]}-byte records;"
             f" this version reads layout {L.LAYOUT_VERSION} with {L.RECORD_SIZE}-byte records"
         )
+    if size is not None and size < L.segment_bytes(int(h.u[W_CAPACITY])):
+        raise LayoutMismatch(f"ring {ring!r}: segment of {size} bytes is too small for capacity {h.u[W_CAPACITY]}")
 
 
 def _data_view(buf, capacity: int) -> np.ndarray:
@@ -176,6 +189,12 @@ class Producer(_Endpoint):
         super().__init__(name, shm, lock)
         self.notes = notes
         self.alert_threshold_pct = float(alert_threshold_pct)
+        self._unaccounted = 0
+        # Hot-path handles for put(): the header words and the raw record bytes.
+        self._hu = self.h.u
+        self._dbuf = shm.buf
+        self._slot0 = L.HEADER_BYTES
+        self._pack = _RECORD_STRUCT.pack_into
         self._published = int(self.h.u[W_PUBLISHED])
         self._fill_hole()
         self.h.u[_W["producer.pid"]] = os.getpid()
@@ -217,8 +236,12 @@ class Producer(_Endpoint):
             shm = S.attach_segment(name)
         except FileNotFoundError:
             return _create(name, capacity), [f"created ring {name!r} with capacity {capacity}"]
-        h = _Header(shm.buf, None)
+        except RingMissing:
+            # Empty file: a creator died before sizing it (we hold the producer lock).
+            S.unlink_segment(name)
+            return _create(name, capacity), [f"replaced half-created ring {name!r}"]
         size_ok = shm.size >= L.HEADER_BYTES
+        h = _Header(shm.buf, None)
         magic = h.u[W_MAGIC] if size_ok else 0
         if magic == 0:
             # A creator died before finishing the header: nothing in it was ever published.
@@ -244,6 +267,12 @@ class Producer(_Endpoint):
                 )
             S.unlink_segment(name)
             return _create(name, capacity), [f"replaced drained ring {name!r} of layout version {version}"]
+        if shm.size < L.segment_bytes(old_cap):
+            shm.close()
+            raise LayoutMismatch(
+                f"ring {name!r}: {S.segment_path(name)} is {shm.size} bytes, too small for its"
+                f" capacity {old_cap}; delete it with 'python -m pipeline delete-ring --name {name}'"
+            )
         if old_cap != capacity:
             if drained:
                 shm.close()
@@ -312,18 +341,21 @@ class Producer(_Endpoint):
         return self._published
 
     def put(self, ts_us: int, value: float, plc_code: bytes, tag_address: bytes, quality: int, flags: int = 0) -> None:
-        """Publish one record (the one-record path). Call ``flush()`` after a burst of puts:
-        it does the accounting and rings the doorbell, which ``put`` skips for speed."""
+        """Publish one record (the one-record path). Never blocks.
+
+        Call ``flush()`` after a burst of puts: it does the accounting and rings the
+        doorbell, which ``put`` skips for speed. ``plc_code`` / ``tag_address`` must have
+        been checked with ``layout.check_field_text`` where they entered (configuration):
+        like a numpy assignment, packing does not check their length.
+        """
         seq = self._published
         end = seq + 1
-        hu = self.h.u
-        hu[W_CLAIM] = end
-        self.data[seq % self.capacity] = (seq, ts_us, value, plc_code, tag_address, quality, flags, b"")
-        hu[W_PUBLISHED] = end
+        hu = self._hu
+        hu[W_CLAIM] = end  # claim before the slot is touched ...
+        self._pack(self._dbuf, self._slot0 + (seq % self.capacity) * 64, seq, ts_us, value, plc_code, tag_address, quality, flags)
+        hu[W_PUBLISHED] = end  # ... published only after it is complete
         self._published = end
         self._unaccounted += 1
-
-    _unaccounted = 0
 
     def flush(self) -> None:
         """Account for records ``put`` since the last flush and ring the doorbell."""
@@ -381,6 +413,7 @@ class Producer(_Endpoint):
     def close(self) -> None:
         if not self.closed and self.h is not None:
             self.flush()
+        self._hu = self._dbuf = None  # drop buffer exports before the mapping closes
         super().close()
 
 
@@ -458,6 +491,10 @@ class Consumer(_Endpoint):
         super().__init__(name, shm, lock)
         self._recover_journal()
         self.read_pos = int(self.h.u[W_COMMITTED])
+        # One entry per read not yet committed: (end, lost, padding, delivered). commit()
+        # adds up every read up to the batch's end, so a read that returned no records
+        # (only lost ones) still gets counted when a later batch is committed.
+        self._ledger: deque[tuple[int, int, int, int]] = deque()
         self.h.u[_W["consumer.pid"]] = os.getpid()
         self.h.add("consumer.starts", 1)
         self.h.set("consumer.state", 1)
@@ -494,6 +531,14 @@ class Consumer(_Endpoint):
         return cls(name, shm, lock)
 
     def _recover_journal(self) -> None:
+        """Finish the copy of a commit whose consumer died after its commit point.
+
+        ``commit`` first zeroes ``j_end``, writes the new totals to the journal, then sets
+        ``j_end`` and ``committed`` to the batch's end, then copies the totals. So
+        ``j_end == committed`` means the journal holds the totals of the last commit
+        (copying them again is harmless); anything else means the last commit never
+        reached its commit point and the totals already match ``committed``.
+        """
         u = self.h.u
         if u[_W["consumer.j_end"]] == u[W_COMMITTED] and u[W_COMMITTED] != 0:
             self._apply_journal()
@@ -529,6 +574,7 @@ class Consumer(_Endpoint):
     def rewind(self) -> None:
         """Forget reads not yet committed: the next read starts at ``committed``."""
         self.read_pos = int(self.h.u[W_COMMITTED])
+        self._ledger.clear()
 
     def read(self, max_n: int) -> ReadBatch:
         """Copy up to ``max_n`` records after the read position (never blocks).
@@ -549,6 +595,8 @@ class Consumer(_Endpoint):
         n = min(max(published - start, 0), max_n)
         if n == 0:
             self.read_pos = start
+            if lost:
+                self._ledger.append((start, lost, 0, 0))
             return ReadBatch(self.epoch, first, start, _EMPTY, lost, 0)
         out = np.empty(n, dtype=L.RECORD_DTYPE)
         s0 = start % cap
@@ -575,22 +623,49 @@ class Consumer(_Endpoint):
             padding = 0
         end = start + n
         self.read_pos = end
+        if end > first:
+            self._ledger.append((end, lost, padding, len(out)))
         return ReadBatch(self.epoch, first, end, out, lost, padding)
 
     def commit(self, batch: ReadBatch) -> None:
-        """Mark ``batch`` (and everything before it) durable: its slots may now be reused.
+        """Mark ``batch`` and every read before it durable: their slots may now be reused.
 
-        Batches must be committed in the order they were read.
+        Counts every read up to ``batch.end`` (including reads that returned only lost
+        records and were never committed themselves). Committing an older batch again is
+        a no-op. Raises ValueError for a batch that is not one of this consumer's reads
+        since the last commit (e.g. a batch read before ``rewind()`` that overlaps a newer
+        read).
         """
         u = self.h.u
-        if batch.end <= u[W_COMMITTED]:
+        committed = int(u[W_COMMITTED])
+        if batch.end <= committed:
             return
-        if batch.lost:
+        lost = padding = delivered = 0
+        covered = committed
+        ledger = self._ledger
+        while ledger and ledger[0][0] <= batch.end:
+            end, l_, p_, d_ = ledger.popleft()
+            if end <= committed:
+                continue
+            lost, padding, delivered, covered = lost + l_, padding + p_, delivered + d_, end
+        if covered != batch.end:
+            if covered == committed and batch.start == committed and not ledger:
+                # A batch read before rewind(): its own counts cover exactly its range.
+                lost, padding, delivered = batch.lost, batch.padding, len(batch.records)
+                self.read_pos = max(self.read_pos, batch.end)
+            else:
+                raise ValueError(
+                    f"ring {self.name!r}: batch {batch.start}..{batch.end} was not read in order"
+                    f" after committed {committed}; commit batches in the order they were read"
+                )
+        if lost:
             self.h.i[_W["consumer.last_lost_us"]] = now_us()
-            log.error("ring %r: %d records were overwritten before the writer could read them", self.name, batch.lost)
-        u[_W["consumer.j_lost"]] = u[_W["consumer.lost"]] + batch.lost
-        u[_W["consumer.j_padding"]] = u[_W["consumer.padding"]] + batch.padding
-        u[_W["consumer.j_delivered"]] = u[_W["consumer.delivered"]] + len(batch.records)
+            log.error("ring %r: %d records were overwritten before the writer could read them", self.name, lost)
+        # Journal first (see _recover_journal): invalidate, totals, then its end.
+        u[_W["consumer.j_end"]] = 0
+        u[_W["consumer.j_lost"]] = u[_W["consumer.lost"]] + lost
+        u[_W["consumer.j_padding"]] = u[_W["consumer.padding"]] + padding
+        u[_W["consumer.j_delivered"]] = u[_W["consumer.delivered"]] + delivered
         u[_W["consumer.j_batches"]] = u[_W["consumer.batches"]] + 1
         u[_W["consumer.j_end"]] = batch.end
         u[W_COMMITTED] = batch.end  # the commit point
@@ -599,9 +674,12 @@ class Consumer(_Endpoint):
 
     def peek_ts_us(self, seq: int) -> int | None:
         """Poll time of record ``seq`` if it is still in the ring, else None."""
+        if seq >= int(self.h.u[W_PUBLISHED]):
+            return None
         rec = self.data[seq % self.capacity]
         ts = int(rec["ts_us"])
-        if int(rec["seq"]) != seq or seq >= int(self.h.u[W_PUBLISHED]):
+        # Read after the copy: a slot being overwritten has seq < claim - capacity.
+        if int(rec["seq"]) != seq or seq < int(self.h.u[W_CLAIM]) - self.capacity:
             return None
         return ts
 
@@ -636,13 +714,18 @@ def _attach_when_ready(name, wait, on_wait, stop, max_backoff_s):
         except FileNotFoundError:
             reason = f"waiting for ring {name!r} (no poller has created it yet)"
             shm = None
+        except RingMissing as e:
+            if not wait:
+                raise
+            reason = f"waiting for ring {name!r}: {e}"
+            shm = None
         if shm is not None:
             try:
                 if shm.size < L.HEADER_BYTES:
                     raise RingMissing(f"ring {name!r} is still being created")
                 h = _Header(shm.buf, None)
                 try:
-                    _check_header(h, name)
+                    _check_header(h, name, shm.size)
                 finally:
                     del h
                 return shm
@@ -689,7 +772,7 @@ class Observer:
             raise RingMissing(f"ring {name!r} does not exist") from None
         self.h = _Header(self._mm, None)
         try:
-            _check_header(self.h, name)
+            _check_header(self.h, name, len(self._mm))
         except Exception:
             self.close()
             raise
@@ -727,9 +810,12 @@ class Observer:
 
     def records(self, start: int, n: int) -> np.ndarray:
         """Copy of up to ``n`` records from ``start`` (may include overwritten ones: check seq)."""
+        n = max(0, min(n, self.capacity))
         out = np.empty(n, dtype=L.RECORD_DTYPE)
-        for k in range(n):
-            out[k] = self.data[(start + k) % self.capacity]
+        s0 = start % self.capacity
+        n1 = min(n, self.capacity - s0)
+        out[:n1] = self.data[s0 : s0 + n1]
+        out[n1:] = self.data[: n - n1]
         return out
 
     def close(self) -> None:

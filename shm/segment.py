@@ -18,7 +18,7 @@ from multiprocessing import resource_tracker, shared_memory
 
 import posix_ipc
 
-from .errors import RingError, RoleTaken
+from .errors import RingError, RingMissing, RoleTaken
 
 SHM_DIR = "/dev/shm"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -67,8 +67,16 @@ def create_segment(ring: str, size: int) -> shared_memory.SharedMemory:
 
 
 def attach_segment(ring: str) -> shared_memory.SharedMemory:
-    """Attach read-write to an existing segment, untracked. Raises FileNotFoundError."""
-    shm = shared_memory.SharedMemory(name=segment_name(ring), create=False)
+    """Attach read-write to an existing segment, untracked.
+
+    Raises FileNotFoundError, or RingMissing for an empty (half-created) segment.
+    """
+    try:
+        shm = shared_memory.SharedMemory(name=segment_name(ring), create=False)
+    except ValueError:
+        # mmap refuses an empty file: a creator is between shm_open and ftruncate, or
+        # died there. Nothing was ever published in it.
+        raise RingMissing(f"ring {ring!r} is still being created (empty segment)") from None
     _untrack(shm)
     return shm
 
