@@ -1,0 +1,299 @@
+"""``python -m pipeline``: poller, writer and web process together, as supervised children.
+
+Each child calls the very ``main()`` its systemd unit runs, in a fresh interpreter
+(multiprocessing's *spawn* start method, not fork: the children must behave exactly like
+the separate units, and forking a parent that already runs signal handlers and imported
+modules would hand them its state). Each child:
+
+- gets its own process group, so a Ctrl-C typed in the terminal reaches only this
+  supervisor, which then stops the children in order (poller, writer, web);
+- gets SIGTERM if this supervisor dies (``PR_SET_PDEATHSIG``), so no orphan keeps running;
+- logs straight to the inherited stderr, one ``write()`` per line. multiprocessing-logging
+  was measured here to wedge (a child SIGKILLed while holding its queue's lock stopped
+  every other child's lines for good, after 1 to 45 kills): see README "operations".
+
+Restart policy: a child that dies unasked is restarted with backoff (1 s doubling to 30 s,
+reset once it has run 30 s) while the others keep running. Exit 2 (bad configuration),
+3 (ring needs attention) or 4 (role taken) are not restarted: the whole run stops with
+that code. First SIGINT/SIGTERM: orderly stop; second: SIGKILL every child, exit 5
+(records not yet written stay in the ring and are written by the next run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_sentinels
+
+from .common import exitcodes, sdnotify
+from .common.errors import ConfigError
+from .common.logs import log_settings, setup_logging
+from .common.settings import load_settings
+
+FATAL_CODES = (exitcodes.CONFIG, exitcodes.RING_NEEDS_ATTENTION, exitcodes.ROLE_TAKEN)
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+HEALTHY_RUN_S = 30.0  # a child that ran this long starts again from the first backoff
+WEB_STOP_S = 5.0
+EXTRA_STOP_S = 5.0  # on top of SHUTDOWN_TIMEOUT, for interpreter exit after the flush
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One child: its name (in logs), the module whose ``main(argv)`` it runs, the argv."""
+
+    name: str
+    module: str
+    argv: tuple[str, ...] = ()
+    stop_timeout_s: float = 10.0
+
+
+def default_specs(shutdown_timeout_s: float, poller_argv: tuple[str, ...] = ()) -> list[ChildSpec]:
+    """The three processes in start order (stop order is the same: poller first)."""
+    return [
+        ChildSpec("poller", "pipeline.poller.__main__", poller_argv, shutdown_timeout_s + EXTRA_STOP_S),
+        ChildSpec("writer", "pipeline.writer.__main__", (), shutdown_timeout_s + EXTRA_STOP_S),
+        ChildSpec("web", "web.__main__", (), WEB_STOP_S),
+    ]
+
+
+def _set_parent_death_signal(sig: int) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child may outlive a killed supervisor
+        pass
+
+
+def child_entry(name: str, module: str, argv: tuple[str, ...]) -> None:
+    """Runs in the child interpreter: detach from the terminal's signals, then ``main(argv)``."""
+    os.setpgid(0, 0)
+    _set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor died before we set the death signal
+        raise SystemExit(exitcodes.ERROR)
+    # systemd accepts notifications from the unit's main pid only: the children stay quiet.
+    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        os.environ.pop(key, None)
+    import importlib
+
+    try:
+        code = importlib.import_module(module).main(list(argv))
+    except SystemExit:
+        raise
+    except BaseException:
+        # Keep even a crash in the one-line format, with the process name.
+        setup_logging(name).exception("%s crashed", name)
+        code = exitcodes.ERROR
+    sys.stderr.flush()
+    raise SystemExit(code if isinstance(code, int) else exitcodes.ERROR)
+
+
+@dataclass
+class Child:
+    spec: ChildSpec
+    process: mp.process.BaseProcess | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None
+    failures: int = 0
+    starts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.exitcode is None
+
+
+class StopRequests:
+    """Signal handlers only count (gunicorn manner); the loop acts on the count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.name = ""
+
+    def install(self) -> "StopRequests":
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        self.name = signal.Signals(signum).name
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops the children. ``step()`` is one watch cycle."""
+
+    def __init__(self, specs: list[ChildSpec], log: logging.Logger, stops: StopRequests, clock=time.monotonic) -> None:
+        self.children = [Child(s) for s in specs]
+        self.log = log
+        self.stops = stops
+        self.clock = clock
+        self.ctx = mp.get_context("spawn")
+        self.result: int | None = None
+
+    def start(self, child: Child) -> None:
+        spec = child.spec
+        child.process = self.ctx.Process(target=child_entry, args=(spec.name, spec.module, spec.argv), name=spec.name)
+        child.process.start()
+        child.started_at = self.clock()
+        child.restart_at = None
+        child.starts += 1
+        self.log.info("started %s (pid %d%s)", spec.name, child.process.pid, f", start {child.starts}" if child.starts > 1 else "")
+
+    def start_all(self) -> None:
+        for child in self.children:
+            self.start(child)
+
+    def step(self, timeout_s: float = 0.2) -> int | None:
+        """Wait up to ``timeout_s`` for a child to end; handle deaths and due restarts.
+
+        Returns an exit code when the run must end (a fatal child exit), else None.
+        """
+        sentinels = [c.process.sentinel for c in self.children if c.alive]
+        if sentinels:
+            wait_sentinels(sentinels, timeout=timeout_s)
+        else:
+            time.sleep(timeout_s)
+        now = self.clock()
+        for child in self.children:
+            if child.process is not None and child.process.exitcode is not None and child.restart_at is None:
+                code = self._reap(child, now)
+                if code is not None:
+                    return code
+            if child.restart_at is not None and now >= child.restart_at and self.stops.count == 0:
+                self.start(child)
+        return None
+
+    def _reap(self, child: Child, now: float) -> int | None:
+        code = child.process.exitcode
+        child.exit_codes.append(code)
+        name = child.spec.name
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code} ({exitcodes.NAMES.get(code, 'unknown')})"
+        if code in FATAL_CODES:
+            self.log.error("%s %s: not restarting it; stopping the others", name, how)
+            return code
+        ran = now - child.started_at
+        child.failures = 1 if ran >= HEALTHY_RUN_S else child.failures + 1
+        delay = min(BACKOFF_FIRST_S * 2 ** (child.failures - 1), BACKOFF_MAX_S)
+        child.restart_at = now + delay
+        child.process.close()
+        child.process = None
+        self.log.warning("%s %s after %.1f s; restarting it in %.0f s (the others keep running)", name, how, ran, delay)
+        return None
+
+    def stop_in_order(self) -> int:
+        """SIGTERM each child in order, waiting for it (bounded) before the next.
+
+        A child still alive at its deadline is SIGKILLed (its unwritten records stay in the
+        ring). A second stop signal kills everything at once and returns FORCED.
+        Returns OK when every child stopped by itself, ERROR otherwise.
+        """
+        seen = self.stops.count
+        result = exitcodes.OK
+        for child in self.children:
+            child.restart_at = None
+            if not child.alive:
+                continue
+            name, proc = child.spec.name, child.process
+            self.log.info("stopping %s (pid %d, up to %.0f s)", name, proc.pid, child.spec.stop_timeout_s)
+            os.kill(proc.pid, signal.SIGTERM)
+            deadline = self.clock() + child.spec.stop_timeout_s
+            while proc.exitcode is None and self.clock() < deadline:
+                if self.stops.count > seen:
+                    return self.kill_all()
+                proc.join(0.1)
+            if proc.exitcode is None:
+                self.log.error("%s did not stop within %.0f s: killing it (records stay in the ring)", name, child.spec.stop_timeout_s)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join(5)
+                result = exitcodes.ERROR
+            elif proc.exitcode != exitcodes.OK:
+                self.log.warning("%s stopped with exit %s", name, proc.exitcode)
+                result = exitcodes.ERROR
+            else:
+                self.log.info("%s stopped", name)
+        return result
+
+    def kill_all(self) -> int:
+        """Second stop signal: SIGKILL every child now. Nothing durable is lost: records not
+        yet written stay in the ring for the next run."""
+        self.log.warning("second stop signal: killing every child now (unwritten records stay in the ring)")
+        for child in self.children:
+            if child.alive:
+                os.kill(child.process.pid, signal.SIGKILL)
+        for child in self.children:
+            if child.process is not None:
+                child.process.join(5)
+        return exitcodes.FORCED
+
+    def run(self) -> int:
+        """Watch the started children until a stop signal or a fatal exit; stop in order."""
+        code = None
+        while self.stops.count == 0 and code is None:
+            code = self.step()
+        sdnotify.stopping()
+        if self.stops.count:
+            self.log.info("%s received: stopping poller, then writer, then web", self.stops.name or "stop")
+        stopped = self.stop_in_order()
+        if code is not None:
+            return code
+        return stopped
+
+
+def status_url(host: str, port: int) -> str:
+    """Where a browser finds the status page (the machine's name when bound to all addresses)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description="Run the poller, the writer and the web process together.")
+    p.add_argument("--rate", type=float, default=None, help="poller load mode: values/s from the simulator (passed to the poller)")
+    return p.parse_args(argv)
+
+
+def supervise(specs: list[ChildSpec], log: logging.Logger, announce: str | None = None) -> int:
+    """Run ``specs`` until stopped; returns the exit code. Installs the stop-signal handlers.
+
+    ``announce`` (e.g. where the status page is) is printed once every child has started.
+    """
+    stops = StopRequests().install()
+    sup = Supervisor(specs, log, stops)
+    sup.start_all()
+    if announce:
+        log.info("%s  (Ctrl-C stops in order; a second Ctrl-C stops at once)", announce)
+        print(f"tagpipe: {announce}", flush=True)
+    sdnotify.ready(announce)
+    code = sup.run()
+    log.info("exit %d (%s)", code, exitcodes.NAMES.get(code, "unknown"))
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.rate is not None and not args.rate > 0:
+        print(f"tagpipe: bad option --rate={args.rate!r}: must be a positive number of values/s", file=sys.stderr)
+        return exitcodes.CONFIG
+    # Check every setting before starting anything: one line, exit 2.
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        print(f"tagpipe: {e}", file=sys.stderr)
+        return exitcodes.CONFIG
+    log = setup_logging("supervisor", settings.log_level)
+    log_settings(log, settings)
+    poller_argv = ("--rate", f"{args.rate:g}") if args.rate is not None else ()
+    specs = default_specs(settings.shutdown_timeout, poller_argv)
+    return supervise(specs, log, f"status page on {status_url(settings.web_host, settings.web_port)}")
