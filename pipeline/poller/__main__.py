@@ -1,0 +1,141 @@
+"""``python -m pipeline.poller``: read PLC tags into the ring (its creator and only producer).
+
+    python -m pipeline.poller                          poll TAGS_FILE (default: the demo plant, simulated)
+    python -m pipeline.poller --check                  validate TAGS_FILE and exit (0, or 2 with the mistake)
+    python -m pipeline.poller --rate N --duration S    load mode: N values/s for S seconds, then exit
+
+Exit codes: 0 orderly stop; 2 bad setting or TAGS_FILE (one line on stderr, before the
+ring is opened) or not enough shared memory for BUFFER_MAX_SIZE; 3 the ring needs
+attention (another layout with records waiting); 4 another poller owns the ring;
+6 load mode fell short of its rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from pipeline.common import exitcodes, sdnotify
+from pipeline.common.process import StopSignals, start_process
+from shm import CapacityError, LayoutMismatch, Producer, RoleTaken
+
+from .config import DEMO_PLANT, PlantConfig, TagsFileError, load_plant
+
+RATE_TOLERANCE = 0.95  # load mode: below this share of the asked rate the check fails
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.poller", description=__doc__.split("\n")[0])
+    ap.add_argument("--rate", type=float, help="load mode: values per second (0: as fast as possible)")
+    ap.add_argument("--duration", type=float, default=60.0, help="load mode: seconds to run (default 60)")
+    ap.add_argument("--check", action="store_true", help="validate the tag definitions and exit")
+    ns = ap.parse_args(argv)
+    if ns.rate is not None and (ns.rate < 0 or ns.rate > 1e9):
+        ap.error(f"--rate {ns.rate:g}: must be between 0 and 1e9")
+    if not 0 < ns.duration <= 7 * 86_400:
+        ap.error(f"--duration {ns.duration:g}: must be more than 0 and at most a week")
+    return ns
+
+
+def load_tags(settings) -> PlantConfig:
+    """The plant to poll: TAGS_FILE, or the shipped demo plant (simulated). Raises TagsFileError."""
+    return load_plant(settings.tags_file or DEMO_PLANT)
+
+
+def open_ring(settings, log: logging.Logger) -> Producer:
+    """Take the producer role. Raises SystemExit with the documented code on failure."""
+    try:
+        producer = Producer.open(settings.ring_name, settings.buffer_max_size, settings.buffer_alert_threshold)
+    except RoleTaken as e:
+        print(f"tagpipe poller: {e}", file=sys.stderr)
+        raise SystemExit(exitcodes.ROLE_TAKEN) from None
+    except LayoutMismatch as e:  # RingNotDrained included
+        print(f"tagpipe poller: {e}", file=sys.stderr)
+        raise SystemExit(exitcodes.RING_NEEDS_ATTENTION) from None
+    except CapacityError as e:
+        print(f"tagpipe poller: bad setting BUFFER_MAX_SIZE={settings.buffer_max_size}: {e}", file=sys.stderr)
+        raise SystemExit(exitcodes.CONFIG) from None
+    for note in producer.notes:
+        log.info("%s", note)
+    return producer
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings, log = start_process("poller")
+    plant = None
+    if args.rate is None:
+        try:
+            plant = load_tags(settings)
+        except TagsFileError as e:
+            print(f"tagpipe poller: bad TAGS_FILE {e}", file=sys.stderr)
+            return exitcodes.CONFIG
+        if args.check:
+            print(f"{plant.path}: {len(plant.plcs)} PLCs, {plant.tag_count} tags: OK")
+            return exitcodes.OK
+    signals = StopSignals().install()
+    producer = open_ring(settings, log)
+    try:
+        if plant is None:
+            return _run_load(producer, args, signals, log)
+        return _run_poll(producer, plant, settings, signals, log)
+    finally:
+        sdnotify.stopping()
+        producer.close()
+        log.info("poller stopped (published up to seq %d)", producer.published)
+
+
+def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log: logging.Logger) -> int:
+    from .scheduler import Poller
+    from .sources.simulator import SimulatedPlc
+
+    sources = []
+    for plc in plant.plcs:
+        if plc.protocol == "modbus":
+            from .sources.modbus import ModbusPlc, quiet_pymodbus
+
+            quiet_pymodbus()
+            sources.append(ModbusPlc(plc))
+        else:
+            sources.append(SimulatedPlc(plc))
+    log.info("polling %d PLCs, %d tags from %s%s", len(plant.plcs), plant.tag_count, plant.path,
+             "" if settings.tags_file else " (demo plant, simulated: set TAGS_FILE for real PLCs)")
+
+    async def run() -> bool:
+        poller = Poller(producer, plant, sources, signals)
+        sdnotify.ready(f"polling {len(plant.plcs)} PLCs, {plant.tag_count} tags")
+        return await poller.run(settings.shutdown_timeout)
+
+    asyncio.run(run())
+    log.info("stop requested (%s): last polls published", signals.signal_name or "stop")
+    return exitcodes.OK
+
+
+def _run_load(producer, args, signals: StopSignals, log: logging.Logger) -> int:
+    from .loadgen import LoadGenerator
+    from .scheduler import SOURCE_KIND, wall_us
+
+    producer.set("poller.source_kind", SOURCE_KIND["load"])
+    producer.set("poller.started_us", wall_us())
+    producer.set("poller.plc_count", 0)
+    gen = LoadGenerator(producer, args.rate, args.duration, signals)
+    sdnotify.ready(f"load mode: {args.rate:g} values/s for {args.duration:g} s")
+    log.info("load mode: %s values/s for %g s into ring %r", f"{args.rate:,.0f}" if args.rate else "max",
+             args.duration, producer.name)
+    res = gen.run()
+    line = (f"load mode: published {res.published:,} values in {res.elapsed_s:.2f} s ="
+            f" {res.rate:,.0f} values/s (asked {res.target_rate:,.0f}; {res.late_ticks} late ticks)")
+    print(line, flush=True)
+    log.info("%s", line)
+    if signals.requested or not args.rate:
+        return exitcodes.OK
+    if res.rate < RATE_TOLERANCE * args.rate:
+        print(f"load mode: FAILED: below {RATE_TOLERANCE:.0%} of the asked rate", file=sys.stderr)
+        return exitcodes.CHECK_FAILED
+    return exitcodes.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""``python -m pipeline overflow-check --buffer-size 1000 --overflow-count 500``: the seed's check.
+
+On a scratch ring of ``--buffer-size`` records with no writer attached, publish
+``buffer-size + overflow-count`` records, print the ring's statistics (as the monitoring
+API computes them, ``shm.stats.buffer_status``) and check them: the ring is full, exactly
+``overflow-count`` records were dropped (oldest first), and the overflow rate is
+``overflow / (size + overflow)`` (33.3 % for the seed's figures). The scratch ring is
+deleted afterwards, whatever happens. Exit 0 when the figures match, 6 when not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from pipeline.common import exitcodes
+from pipeline.common.process import start_process
+from shm import RECORD_DTYPE, Consumer, Observer, Producer, delete_ring
+from shm.layout import MAX_CAPACITY, MIN_CAPACITY, QUALITY_GOOD
+from shm.stats import buffer_status
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m pipeline overflow-check", description=__doc__.split("\n")[0])
+    ap.add_argument("--buffer-size", type=int, default=1000, help="scratch ring capacity (records)")
+    ap.add_argument("--overflow-count", type=int, default=500, help="records published beyond the capacity")
+    ap.add_argument("--batch", type=int, default=1, help="records per publish (default 1, as the seed did)")
+    ap.add_argument("--ring", default=f"overflowcheck{os.getpid()}", help="scratch ring name")
+    ns = ap.parse_args(argv)
+    if not MIN_CAPACITY <= ns.buffer_size <= MAX_CAPACITY:
+        ap.error(f"--buffer-size {ns.buffer_size}: must be between {MIN_CAPACITY} and {MAX_CAPACITY}")
+    if not 0 <= ns.overflow_count <= 100 * MAX_CAPACITY:
+        ap.error(f"--overflow-count {ns.overflow_count}: must be 0 or more")
+    if ns.batch < 1:
+        ap.error(f"--batch {ns.batch}: must be at least 1")
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings, log = start_process("overflow-check")
+    ring = args.ring
+    total = args.buffer_size + args.overflow_count
+    try:
+        producer = Producer.open(ring, args.buffer_size, settings.buffer_alert_threshold)
+    except Exception as e:
+        print(f"overflow-check: cannot create scratch ring {ring!r}: {e}", file=sys.stderr)
+        return exitcodes.ERROR
+    try:
+        recs = np.zeros(total, dtype=RECORD_DTYPE)
+        recs["ts_us"] = np.arange(total) + 1_700_000_000_000_000
+        recs["value"] = np.arange(total, dtype=np.float64)
+        recs["plc_code"] = b"OVERFLOWCHECK"
+        recs["tag_address"] = b"D100"
+        recs["quality"] = QUALITY_GOOD
+        for off in range(0, total, args.batch):
+            producer.publish(recs[off : off + args.batch].copy())
+        with Observer(ring) as obs:
+            st = buffer_status(obs.snapshot())
+        # What a writer attaching now would get: the newest buffer-size records, oldest
+        # dropped first, counted as lost.
+        consumer = Consumer.open(ring, wait=False)
+        try:
+            batch = consumer.read(total)
+        finally:
+            consumer.close()
+    finally:
+        producer.close()
+        delete_ring(ring, force=True)
+    expected_rate = 100.0 * args.overflow_count / total if total else 0.0
+    print(f"overflow check: published {total} records into a ring of {args.buffer_size} with no writer")
+    print(f"  current size       {st['current_size']}")
+    print(f"  max size           {st['max_size']}")
+    print(f"  utilization        {st['utilization_pct']:.1f} %")
+    print(f"  overflow count     {st['overflow_count']}")
+    print(f"  overflow rate      {st['overflow_rate_pct']:.1f} %  (expected {expected_rate:.1f} %)")
+    print(f"  a writer would get {len(batch)} records (values {_span(batch.records)}), {batch.lost} lost")
+    problems = []
+    if st["current_size"] != min(args.buffer_size, total):
+        problems.append(f"current size {st['current_size']} != {min(args.buffer_size, total)}")
+    if st["overflow_count"] != args.overflow_count:
+        problems.append(f"overflow count {st['overflow_count']} != {args.overflow_count}")
+    if abs(st["overflow_rate_pct"] - expected_rate) > 0.05:
+        problems.append(f"overflow rate {st['overflow_rate_pct']:.3f} % != {expected_rate:.3f} %")
+    if batch.lost != args.overflow_count or len(batch) != min(args.buffer_size, total):
+        problems.append(f"reader got {len(batch)} records and {batch.lost} lost")
+    elif len(batch) and batch.records["value"][0] != args.overflow_count:
+        problems.append("the oldest records were not the ones dropped")
+    if problems:
+        print("overflow check: FAILED: " + "; ".join(problems))
+        log.error("overflow check failed: %s", "; ".join(problems))
+        return exitcodes.CHECK_FAILED
+    print("overflow check: OK")
+    return exitcodes.OK
+
+
+def _span(recs: np.ndarray) -> str:
+    return f"{recs['value'][0]:.0f}..{recs['value'][-1]:.0f}" if len(recs) else "none"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

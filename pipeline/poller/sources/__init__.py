@@ -1,0 +1,1 @@
+"""Where tag values come from: the simulator and Modbus TCP, behind one small interface."""
