@@ -1,0 +1,107 @@
+"""shm.stats on its own (no Flask): figures from a real ring snapshot, health rules, liveness."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from shm import Observer, stats
+from shm import layout as L
+from test_web_api import Rig
+
+
+@pytest.fixture
+def rig(ring_name):
+    r = Rig(ring_name)
+    yield r
+    r.close()
+
+
+def figures(rig, **thr):
+    with Observer(rig.name) as obs:
+        snap = obs.snapshot()
+        return stats.figures(snap, stats.Thresholds(**thr), stats.peek_pending_ts_us(obs, snap))
+
+
+def test_figures_of_a_ring_match_its_counters(rig):
+    rig.publish(1500)
+    rig.commit(400)
+    f = figures(rig)
+    assert f["buffer"]["overflow_count"] == 500
+    assert f["buffer"]["overflow_rate_pct"] == pytest.approx(33.333, abs=0.01)
+    assert f["buffer"]["lost"] == 500  # overwritten before the consumer read them
+    assert f["buffer"]["current_size"] == 600
+    assert f["writer_metrics"]["successful_writes"] == 1
+    assert f["writer_metrics"]["avg_batch_size"] == 400
+    assert f["roles"]["writer"]["running"] and f["roles"]["poller"]["running"]
+    assert f["lag"]["records"] == 600
+
+
+def test_zeros_mean_not_reported_yet(rig):
+    rig.c.set("writer.db_state", 0)
+    f = figures(rig)
+    assert f["writer_state"]["db_state"] == "unknown"
+    assert f["writer_state"]["last_commit_us"] is None and f["writer_state"]["disk_free_bytes"] is None
+    assert f["lag"]["oldest_unwritten_age_s"] is None
+    h = stats.HealthEvaluator().evaluate(f)
+    assert h.status == "degraded" and [c.code for c in h.checks] == ["database_unknown"]
+
+
+def test_a_fresh_evaluator_uses_entry_thresholds_and_a_kept_one_remembers(rig):
+    ev = stats.HealthEvaluator(stats.Thresholds(alert_pct=50.0))
+    rig.publish(520)
+    assert ev.evaluate(figures(rig)).status == "degraded"
+    rig.commit(40)  # 48 %: still on for ev, off for a fresh evaluator
+    f = figures(rig)
+    assert ev.evaluate(f).status == "degraded"
+    assert stats.HealthEvaluator(stats.Thresholds(alert_pct=50.0)).evaluate(f).status == "healthy"
+
+
+def test_old_loss_clears_after_the_hold_time(rig):
+    rig.publish(1100)
+    rig.commit(1)  # finds 100 lost, sets consumer.last_lost_us
+    f = figures(rig)
+    assert f["lag"]["last_loss_age_s"] is not None
+    h = stats.HealthEvaluator(stats.Thresholds(loss_hold_s=0.0)).evaluate(f)
+    # overflowing_now (this minute's bucket) still counts, whatever the hold time
+    assert "values_lost" in [c.code for c in h.checks]
+
+
+def test_pid_alive_sees_zombies_as_dead():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 20
+    while stats.pid_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # exited but not reaped: a zombie
+    assert not stats.pid_alive(proc.pid)
+    proc.wait(5)
+    assert stats.pid_alive(1) or not stats.pid_alive(0)
+    assert not stats.pid_alive(0)
+
+
+def test_role_status_names_the_reason(rig):
+    rig.c.close()
+    rig.c = None
+    f = figures(rig)
+    w = f["roles"]["writer"]
+    assert not w["running"] and w["state"] == "stopped" and w["reason"] == "writer stopped"
+    h = stats.HealthEvaluator().evaluate(f)
+    assert h.status == "unhealthy" and h.writer_ok is False and h.poller_ok is True
+
+
+def test_plc_rows_decode_the_table(rig):
+    for i, code in enumerate(["KRCWO12ELOA101", "PLC2"]):
+        s = rig.p.plc_slot(i)
+        s.set_code(code)
+        s.set("connected", i == 0)
+        s.set("polls", 10 + i)
+        s.set("last_good_poll_us", stats.now_us() - 3_000_000)
+    rig.p.set("poller.plc_count", 2)
+    rows = figures(rig)["plcs"]
+    assert [r["plc_code"] for r in rows] == ["KRCWO12ELOA101", "PLC2"]
+    assert rows[0]["connected"] is True and rows[1]["connected"] is False
+    assert rows[1]["polls"] == 11
+    assert rows[0]["last_good_poll_age_s"] == pytest.approx(3, abs=1)
+    assert L.MAX_PLCS >= 2

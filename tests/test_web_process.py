@@ -1,0 +1,108 @@
+"""``python -m web`` as a real process: listens, answers, follows the ring, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import spawn, stop
+from test_web_api import Rig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, dict | str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            status, body, ctype = r.status, r.read().decode(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        status, body, ctype = e.code, e.read().decode(), e.headers.get("Content-Type", "")
+    return status, (json.loads(body) if ctype.startswith("application/json") else body)
+
+
+def wait_listening(proc, port: int, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"web exited {proc.returncode}: {proc.stderr.read()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("web did not listen in time")
+
+
+@pytest.fixture
+def web(ring_name, tmp_path):
+    port = free_port()
+    proc = spawn(["-m", "web"], cwd=tmp_path, RING_NAME=ring_name, WEB_PORT=str(port), WEB_HOST="127.0.0.1")
+    try:
+        wait_listening(proc, port)
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def test_served_process_answers_before_and_after_the_ring_exists(web, ring_name):
+    proc, base = web
+    status, body = get(base + "/api/buffer/health")
+    assert status == 503 and body["status"] == "unhealthy" and body["reasons"][0].startswith("ring missing")
+    status, page = get(base + "/")
+    assert status == 200 and "<canvas" in page
+    rig = Rig(ring_name)
+    try:
+        rig.publish(123)
+        rig.commit(23)
+        status, body = get(base + "/api/buffer/status")
+        assert status == 200 and body["current_size"] == 100 and body["max_size"] == 1000
+        status, body = get(base + "/api/buffer/health")
+        assert status == 200 and body["status"] == "healthy", body
+        for path in ("/api/buffer/writer/metrics", "/api/buffer/metrics", "/api/status", "/metrics", "/static/status.js"):
+            assert get(base + path)[0] == 200, path
+        status, body = get(base + "/api/does-not-exist")
+        assert status == 404 and body["status"] == 404
+        req = urllib.request.Request(base + "/api/buffer/status", method="DELETE")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=5)
+        assert e.value.code == 405
+    finally:
+        rig.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    err = proc.stderr.read()
+    assert f"status page on {base}/" in err
+    assert "Traceback" not in err
+
+
+def test_bad_setting_exits_2_with_one_line(ring_name, tmp_path):
+    proc = spawn(["-m", "web"], cwd=tmp_path, RING_NAME=ring_name, WEB_PORT="eighty")
+    try:
+        assert proc.wait(30) == 2
+        lines = proc.stderr.read().strip().splitlines()
+        assert len(lines) == 1 and "WEB_PORT" in lines[0] and "eighty" in lines[0]
+    finally:
+        stop(proc)
+    proc = spawn(["-m", "web"], cwd=tmp_path, RING_NAME=ring_name, WEB_LANG="fr")
+    try:
+        assert proc.wait(30) == 2
+        assert "WEB_LANG" in proc.stderr.read()
+    finally:
+        stop(proc)
+
+
+def test_sigint_also_stops_with_exit_0(web):
+    proc, base = web
+    assert get(base + "/api/status")[0] == 200
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0
