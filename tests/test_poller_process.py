@@ -1,0 +1,182 @@
+"""``python -m pipeline.poller`` as a real process: simulator into a real ring, stop, exit codes."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from shm import Observer
+from shm.layout import FLAG_NULL, QUALITY_BAD, QUALITY_GOOD
+from tests.conftest import REPO, child_env, spawn, stop
+from tests.poller_helpers.modbus_server import ModbusTestServer, wait_for
+from tests.poller_helpers.ring_reader import RingReader
+
+DEMO_CODES = {"KRCWO12ELOA101", "KRCWO12ELOA102", "KRCWO12ELOB201", "KRCWO12ELOB202"}
+
+
+def run(args, cwd, timeout=60, **env):
+    return subprocess.run([sys.executable, *args], cwd=str(cwd), env=child_env(**env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def ring_exists(name: str) -> bool:
+    return os.path.exists(f"/dev/shm/{name}.ring")
+
+
+def test_simulator_fills_the_ring_and_sigterm_stops_it_cleanly(tmp_path, ring_name):
+    proc = spawn(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name)
+    try:
+        reader = RingReader(ring_name)
+
+        def every_plc_polled_twice():
+            r = reader.drain()
+            codes = {c.decode() for c in np.unique(r["plc_code"])}
+            return codes == DEMO_CODES and len(np.unique(r["ts_us"])) >= 8
+
+        wait_for(every_plc_polled_twice, timeout=30)
+        with Observer(ring_name) as obs:
+            snap = obs.snapshot()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        recs = reader.drain()
+        reader.close()
+    finally:
+        stop(proc)
+    assert "created ring" in err and "stop requested (SIGTERM)" in err
+    now_us = time.time_ns() // 1000
+    assert np.all(np.abs(recs["ts_us"] - now_us) < 120_000_000)  # wall clock, UTC microseconds
+    assert set(np.unique(recs["quality"])) <= {QUALITY_GOOD, QUALITY_BAD}
+    bad = recs["quality"] == QUALITY_BAD
+    assert np.all(recs["flags"][bad] & FLAG_NULL) and np.all(np.isnan(recs["value"][bad]))
+    assert np.all(np.isfinite(recs["value"][~bad]))
+    # One poll of a group is one batch: records of a group share their timestamp.
+    d100 = recs[recs["tag_address"] == b"D100"]
+    assert len(np.unique(d100["ts_us"])) == len(d100)
+    f = snap.fields
+    assert f["poller.plc_count"] == 4 and f["poller.source_kind"] == 0 and f["poller.polls"] > 0
+    assert f["poller.values"] >= len(recs) - f["poller.values"] * 0  # counted as published
+    assert {row["plc_code"] for row in snap.plcs} == DEMO_CODES
+    for row in snap.plcs:
+        assert row["connected"] == 1 and row["polls"] > 0 and row["errors"] == 0 and row["tags"] > 0
+        assert row["last_good_poll_us"] > 0 and row["last_duration_us"] >= 0
+    with Observer(ring_name) as obs:
+        assert obs.snapshot().fields["producer.state"] == 0  # closed in order
+
+
+@pytest.mark.parametrize(
+    "text,expect",
+    [
+        ("[[plcs]\n", r"is not valid TOML"),
+        ('[[plcs]]\ncode = "A"\nhost = "h"\n[[plcs.groups]]\ninterval_s = 0\ntags = [{address="D1", type="int16"}]\n',
+         r"plcs\[0\]\.groups\[0\]\.interval_s = 0: must be at least 0\.01"),
+        ('[[plcs]]\ncode = "A"\nhost = "h"\n[[plcs.groups]]\ninterval_s = 1\ntags = [{address="D1", type="real"}]\n',
+         r"plcs\[0\]\.groups\[0\]\.tags\[0\]\.type = 'real'"),
+        (None, r"no such file"),
+    ],
+    ids=["syntax", "interval", "type", "missing"],
+)
+def test_bad_tags_file_exits_2_with_one_line_before_the_ring_exists(tmp_path, ring_name, text, expect):
+    path = tmp_path / "tags.toml"
+    if text is not None:
+        path.write_text(text)
+    res = run(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name, TAGS_FILE=str(path))
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("tagpipe poller:")]
+    assert len(lines) == 1, res.stderr
+    assert str(path) in lines[0] and re.search(expect, lines[0]), lines[0]
+    assert not ring_exists(ring_name)
+
+
+def test_check_flag_validates_without_opening_anything(tmp_path, ring_name):
+    res = run(["-m", "pipeline.poller", "--check"], tmp_path, RING_NAME=ring_name,
+              TAGS_FILE=str(REPO / "deploy" / "tags.example.toml"))
+    assert res.returncode == 0, res.stderr
+    assert "2 PLCs, 12 tags: OK" in res.stdout
+    assert not ring_exists(ring_name)
+
+
+def test_second_poller_on_the_same_ring_exits_4(tmp_path, ring_name):
+    first = spawn(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name)
+    try:
+        wait_for(lambda: ring_exists(ring_name), timeout=30)
+        res = run(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name)
+        assert res.returncode == 4, res.stderr
+        line = [ln for ln in res.stderr.splitlines() if ln.startswith("tagpipe poller:")]
+        assert len(line) == 1 and ring_name in line[0] and str(first.pid) in line[0]
+        assert first.poll() is None
+    finally:
+        stop(first)
+    assert first.returncode == 0
+
+
+def test_load_mode_publishes_its_rate_then_exits_0(tmp_path, ring_name):
+    res = run(["-m", "pipeline.poller", "--rate", "20000", "--duration", "2"], tmp_path, RING_NAME=ring_name)
+    assert res.returncode == 0, res.stderr
+    assert "published 40,000 values" in res.stdout
+    rate = float(re.search(r"= ([\d,]+) values/s", res.stdout).group(1).replace(",", ""))
+    assert 0.8 * 20000 <= rate <= 20000 * 1.01  # generous: the figure that matters is in bench/
+    reader = RingReader(ring_name)
+    try:
+        recs = reader.drain()
+    finally:
+        reader.close()
+    assert len(recs) == 40_000 and reader.lost == 0
+    span_s = (recs["ts_us"].max() - recs["ts_us"].min()) / 1e6
+    assert 1.5 <= span_s <= 4.0  # spread over the duration, not one burst
+
+
+def test_overflow_check_reports_33_3_percent_and_removes_its_ring(tmp_path):
+    res = run(["-m", "pipeline", "overflow-check", "--buffer-size", "1000", "--overflow-count", "500"], tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(r"overflow rate\s+33\.3 %", res.stdout)
+    assert re.search(r"overflow count\s+500\b", res.stdout) and re.search(r"current size\s+1000\b", res.stdout)
+    assert "overflow check: OK" in res.stdout
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith("overflowcheck")]
+
+
+def test_sigterm_during_a_poll_publishes_that_poll_then_exits_0(tmp_path, ring_name):
+    with ModbusTestServer(holding=[11, 12, 13, 14]) as srv:
+        tags = tmp_path / "tags.toml"
+        tags.write_text(f"""
+[[plcs]]
+code = "KRCWO12ELOA101"
+host = "127.0.0.1"
+port = {srv.port}
+timeout_s = 15
+  [[plcs.groups]]
+  interval_s = 0.3
+  tags = [ {{ address = "D0", type = "uint16" }}, {{ address = "D1", type = "uint16" }} ]
+""")
+        proc = spawn(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name, TAGS_FILE=str(tags))
+        try:
+            reader = RingReader(ring_name)
+            wait_for(lambda: len(reader.drain()) >= 4, timeout=30)
+            # Hang the PLC and wait until a poll is stuck waiting for its answer.
+            srv.freeze()
+            asked = srv.requests[3]
+            wait_for(lambda: srv.requests[3] > asked, timeout=10)
+            srv.set_holding(0, [4242])  # what the stuck poll will read
+            signal_us = time.time_ns() // 1000
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert proc.poll() is None, "stopped without finishing the poll in progress"
+            srv.thaw()
+            proc.communicate(timeout=20)
+            assert proc.returncode == 0
+            recs = reader.drain()
+            reader.close()
+        finally:
+            stop(proc)
+    last = recs[recs["tag_address"] == b"D0"][-1]
+    assert last["value"] == 4242 and last["quality"] == QUALITY_GOOD
+    assert last["ts_us"] < signal_us  # stamped when the poll started, before the signal
+    assert not math.isnan(recs[recs["tag_address"] == b"D1"][-1]["value"])

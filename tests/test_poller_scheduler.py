@@ -1,0 +1,151 @@
+"""Report by exception, schedules without drift, overruns counted not queued (in-process, real ring)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from pipeline.poller.config import GroupConfig, PlantConfig, PlcConfig, SimSpec, TagConfig
+from pipeline.poller.deadband import Deadband
+from pipeline.poller.scheduler import GroupPoller, Poller
+from pipeline.poller.sources.base import Reading, SourceUnavailable
+from pipeline.poller.sources.simulator import SimulatedPlc
+from shm import Consumer, Observer, Producer
+from shm.layout import QUALITY_BAD, QUALITY_GOOD
+
+G, B = QUALITY_GOOD, QUALITY_BAD
+
+
+def test_deadband_publishes_moves_beyond_the_band_and_after_max_silence():
+    db = Deadband([0.5, None], [10.0, 10.0])
+    q = np.array([G, G], dtype=np.uint8)
+    assert db.select(np.array([1.0, 1.0]), q, 0.0).tolist() == [True, True]  # first value always
+    assert db.select(np.array([1.4, 1.0]), q, 1.0).tolist() == [False, True]  # within band; no band: always
+    assert db.select(np.array([0.6, 1.0]), q, 2.0).tolist() == [False, True]  # |0.6 - 1.0| = 0.4 <= 0.5
+    assert db.select(np.array([1.6, 1.0]), q, 3.0).tolist() == [True, True]  # 0.6 from the last *published* 1.0
+    assert db.select(np.array([1.6, 1.0]), q, 12.9).tolist() == [False, True]
+    assert db.select(np.array([1.6, 1.0]), q, 13.0).tolist() == [True, True]  # flat for max_silence_s
+
+
+def test_bad_is_published_once_per_episode_and_good_always_ends_it():
+    db = Deadband([100.0], [1000.0])
+    v = np.array([5.0])
+    seq = [(G, True), (G, False), (B, True), (B, False), (B, False), (G, True), (G, False), (B, True), (G, True)]
+    for t, (qual, expect) in enumerate(seq):
+        assert db.select(v, np.array([qual], dtype=np.uint8), float(t)).tolist() == [expect], (t, qual)
+
+
+class SlowSource:
+    """A source whose reads take ``delay_s`` (a slow PLC); fails while ``failing``."""
+
+    code = "SLOW"
+    connected = True
+
+    def __init__(self, n: int, delay_s: float) -> None:
+        self.n, self.delay_s, self.reads, self.failing = n, delay_s, 0, False
+
+    async def read(self, group_index: int) -> Reading:
+        self.reads += 1
+        await asyncio.sleep(self.delay_s)
+        if self.failing:
+            raise SourceUnavailable("test: not answering")
+        return Reading(np.full(self.n, float(self.reads)), np.full(self.n, G, dtype=np.uint8))
+
+    async def close(self) -> None:
+        pass
+
+
+def plc_config(code: str, interval: float, n: int = 3, protocol: str = "simulator") -> PlcConfig:
+    tags = tuple(TagConfig(f"T{i}", "float32", None, sim=SimSpec()) for i in range(n))
+    return PlcConfig(code, protocol, (GroupConfig("g", interval, tags),))
+
+
+def test_overrun_is_counted_and_skipped_not_queued(ring_name):
+    producer = Producer.open(ring_name, 10_000)
+    try:
+        src = SlowSource(3, 0.25)
+        gp = GroupPoller(producer, src, plc_config("SLOW", 0.1), 0, 0)
+
+        async def go():
+            stop = asyncio.Event()
+            task = asyncio.create_task(gp.run(stop))
+            await asyncio.sleep(1.3)
+            stop.set()
+            await task
+
+        asyncio.run(go())
+        # 0.25 s reads on a 0.1 s schedule: ~5 polls in 1.3 s, each an overrun; a queue
+        # would have tried to catch up on the ~13 slots.
+        assert 3 <= gp.polls <= 7
+        assert gp.overruns >= gp.polls - 1
+        assert producer.get("poller.overruns") == gp.overruns
+        assert producer.get("poller.values") == 3 * gp.polls
+    finally:
+        producer.close()
+
+
+def test_schedule_does_not_drift(ring_name):
+    producer = Producer.open(ring_name, 10_000)
+    try:
+        src = SlowSource(1, 0.0)
+        gp = GroupPoller(producer, src, plc_config("FAST", 0.05, 1), 0, 0)
+        stamps: list[float] = []
+        orig = gp.step
+
+        async def step():
+            stamps.append(asyncio.get_running_loop().time())
+            return await orig()
+
+        gp.step = step
+
+        async def go():
+            stop = asyncio.Event()
+            task = asyncio.create_task(gp.run(stop))
+            await asyncio.sleep(2.0)
+            stop.set()
+            await task
+
+        asyncio.run(go())
+        # Each poll is due at start + k * interval: lateness does not accumulate.
+        k = np.round((np.array(stamps) - stamps[0]) / 0.05)
+        lateness = np.array(stamps) - stamps[0] - k * 0.05
+        assert np.median(lateness) < 0.02
+        assert len(stamps) >= 20 and len(np.unique(k)) == len(k)
+    finally:
+        producer.close()
+
+
+def test_poller_publishes_one_batch_per_poll_and_fills_the_plc_table(ring_name):
+    producer = Producer.open(ring_name, 10_000)
+    stop_flag = {"stop": False}
+    plant = PlantConfig("test", (plc_config("SIMA", 0.1, 5), plc_config("SIMB", 0.2, 2)))
+    try:
+        sources = [SimulatedPlc(plant.plcs[0], seed=1), SimulatedPlc(plant.plcs[1], seed=2)]
+        poller = Poller(producer, plant, sources, lambda: stop_flag["stop"])
+
+        async def go():
+            asyncio.get_running_loop().call_later(1.0, lambda: stop_flag.update(stop=True))
+            return await poller.run(5.0)
+
+        assert asyncio.run(go()) is True
+        batches = producer.get("producer.batches")
+        polls = producer.get("poller.polls")
+        assert batches == polls  # one publish per poll
+        with Observer(ring_name) as obs:
+            snap = obs.snapshot()
+        assert snap.fields["poller.plc_count"] == 2
+        assert [r["plc_code"] for r in snap.plcs] == ["SIMA", "SIMB"]
+        assert [r["tags"] for r in snap.plcs] == [5, 2]
+        assert sum(r["values"] for r in snap.plcs) == snap.fields["poller.values"] == producer.published
+    finally:
+        producer.close()
+    consumer = Consumer.open(ring_name, wait=False)
+    try:
+        recs = consumer.read(10_000).records
+    finally:
+        consumer.close()
+    a = recs[recs["plc_code"] == b"SIMA"]
+    # every poll of SIMA's group: 5 records sharing one timestamp
+    _, counts = np.unique(a["ts_us"], return_counts=True)
+    assert set(counts.tolist()) == {5}
