@@ -30,8 +30,11 @@ def main(argv: list[str]) -> int:
 
     try:
         removed = delete_ring(args.name, force=args.force)
-    except (RingError, ValueError) as e:
+    except ValueError as e:  # a ring name that cannot exist
         print(f"tagpipe delete-ring: {e}", file=sys.stderr)
-        return exitcodes.CHECK_FAILED
+        return exitcodes.CONFIG
+    except RingError as e:  # a poller or writer still holds its role
+        print(f"tagpipe delete-ring: {e}", file=sys.stderr)
+        return exitcodes.ROLE_TAKEN
     print("\n".join(f"removed {r}" for r in removed) if removed else f"no ring named {args.name!r}")
     return exitcodes.OK

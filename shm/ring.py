@@ -723,11 +723,9 @@ def _attach_when_ready(name, wait, on_wait, stop, max_backoff_s):
             try:
                 if shm.size < L.HEADER_BYTES:
                     raise RingMissing(f"ring {name!r} is still being created")
-                h = _Header(shm.buf, None)
-                try:
-                    _check_header(h, name, shm.size)
-                finally:
-                    del h
+                # Check a copy: an exception's traceback must not keep a view of the
+                # mapping alive, or shm.close() below fails with BufferError.
+                _check_header(_Header(bytearray(shm.buf[: L.HEADER_BYTES]), None), name, shm.size)
                 return shm
             except (RingMissing, LayoutMismatch) as e:
                 shm.close()
@@ -770,12 +768,12 @@ class Observer:
             self._mm, self.inode = S.map_readonly(name)
         except FileNotFoundError:
             raise RingMissing(f"ring {name!r} does not exist") from None
-        self.h = _Header(self._mm, None)
         try:
-            _check_header(self.h, name, len(self._mm))
+            _check_header(_Header(self._mm[: L.HEADER_BYTES], None), name, len(self._mm))
         except Exception:
-            self.close()
+            self._mm.close()
             raise
+        self.h = _Header(self._mm, None)
         self.capacity = int(self.h.u[W_CAPACITY])
         self.epoch = int(self.h.u[W_EPOCH])
         self.data = _data_view(self._mm, self.capacity)
