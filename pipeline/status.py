@@ -42,7 +42,7 @@ def collect(ring: str, thresholds) -> dict:
     evaluator = HealthEvaluator(thresholds)
     try:
         obs = Observer(ring)
-    except RingError as e:
+    except (RingError, OSError, ValueError) as e:
         health = evaluator.evaluate(None, missing=f"ring missing: {e} (no poller has created it yet, or it was deleted)")
         return {"ring": ring, "ring_present": False, "health": _health_dict(health)}
     try:

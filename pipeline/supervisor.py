@@ -42,7 +42,8 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 30.0  # a child that ran this long starts again from the first backoff
 WEB_STOP_S = 5.0
-EXTRA_STOP_S = 5.0  # on top of SHUTDOWN_TIMEOUT, for interpreter exit after the flush
+EXTRA_STOP_S = 5.0
+LOAD_MAX_S = 7 * 86_400  # the poller's longest load run  # on top of SHUTDOWN_TIMEOUT, for interpreter exit after the flush
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,13 @@ class ChildSpec:
     module: str
     argv: tuple[str, ...] = ()
     stop_timeout_s: float = 10.0
+    finishes: bool = False  # exit 0 or 6 ends the run (load mode with a duration) instead of a restart
 
 
-def default_specs(shutdown_timeout_s: float, poller_argv: tuple[str, ...] = ()) -> list[ChildSpec]:
+def default_specs(shutdown_timeout_s: float, poller_argv: tuple[str, ...] = (), poller_finishes: bool = False) -> list[ChildSpec]:
     """The three processes in start order (stop order is the same: poller first)."""
     return [
-        ChildSpec("poller", "pipeline.poller.__main__", poller_argv, shutdown_timeout_s + EXTRA_STOP_S),
+        ChildSpec("poller", "pipeline.poller.__main__", poller_argv, shutdown_timeout_s + EXTRA_STOP_S, poller_finishes),
         ChildSpec("writer", "pipeline.writer.__main__", (), shutdown_timeout_s + EXTRA_STOP_S),
         ChildSpec("web", "web.__main__", (), WEB_STOP_S),
     ]
@@ -181,6 +183,9 @@ class Supervisor:
         if code in FATAL_CODES:
             self.log.error("%s %s: not restarting it; stopping the others", name, how)
             return code
+        if child.spec.finishes and code in (exitcodes.OK, exitcodes.CHECK_FAILED):
+            self.log.info("%s finished its run (%s): stopping the others", name, how)
+            return code
         ran = now - child.started_at
         child.failures = 1 if ran >= HEALTHY_RUN_S else child.failures + 1
         delay = min(BACKOFF_FIRST_S * 2 ** (child.failures - 1), BACKOFF_MAX_S)
@@ -261,6 +266,8 @@ def status_url(host: str, port: int) -> str:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipeline", description="Run the poller, the writer and the web process together.")
     p.add_argument("--rate", type=float, default=None, help="poller load mode: values/s from the simulator (passed to the poller)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="with --rate: seconds of load, then everything stops in order (default: run until stopped)")
     return p.parse_args(argv)
 
 
@@ -283,8 +290,11 @@ def supervise(specs: list[ChildSpec], log: logging.Logger, announce: str | None 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.rate is not None and not args.rate > 0:
-        print(f"tagpipe: bad option --rate={args.rate!r}: must be a positive number of values/s", file=sys.stderr)
+    if args.rate is not None and not 0 <= args.rate <= 1e9:
+        print(f"tagpipe: bad option --rate={args.rate!r}: must be 0 (as fast as possible) to 1e9 values/s", file=sys.stderr)
+        return exitcodes.CONFIG
+    if args.duration is not None and (args.rate is None or not 0 < args.duration <= LOAD_MAX_S):
+        print(f"tagpipe: bad option --duration={args.duration!r}: needs --rate, more than 0 and at most {LOAD_MAX_S} s", file=sys.stderr)
         return exitcodes.CONFIG
     # Check every setting before starting anything: one line, exit 2.
     try:
@@ -294,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.CONFIG
     log = setup_logging("supervisor", settings.log_level)
     log_settings(log, settings)
-    poller_argv = ("--rate", f"{args.rate:g}") if args.rate is not None else ()
-    specs = default_specs(settings.shutdown_timeout, poller_argv)
+    poller_argv: tuple[str, ...] = ()
+    if args.rate is not None:
+        # Load mode always has a duration in the poller; "until stopped" is its longest.
+        poller_argv = ("--rate", repr(args.rate), "--duration", repr(args.duration or LOAD_MAX_S))
+    specs = default_specs(settings.shutdown_timeout, poller_argv, poller_finishes=args.duration is not None)
     return supervise(specs, log, f"status page on {status_url(settings.web_host, settings.web_port)}")
