@@ -212,6 +212,10 @@ FIELDS: list[Field] = (
             ("writer.started_us", "i64", "when the current writer started"),
             ("writer.replay_files_done", "u64", "backup files fully replayed (total)"),
             ("writer.last_error_code", "u64", "0, or a code for the last database error class"),
+            ("writer.probes", "u64", "database probes made while the circuit was open (total)"),
+            ("writer.backup_bytes_pending", "u64", "bytes of backup files waiting for replay"),
+            ("writer.backup_oldest_us", "i64", "poll time of the oldest row in backup files waiting for replay (0: none)"),
+            ("writer.corrupt_lines", "u64", "unreadable backup-file lines sent to quarantine (total; also in rows_quarantined)"),
         ],
     )
 )

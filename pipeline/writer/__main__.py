@@ -1,0 +1,102 @@
+"""``python -m pipeline.writer``: the ring's consumer; writes batches to the database.
+
+Waits for the ring if the poller has not created it (systemd is told the unit is ready
+meanwhile, so the unit does not fail because the poller is down). Stops on SIGTERM/SIGINT
+after flushing what was published, within SHUTDOWN_TIMEOUT; what is not written stays in
+the ring. Exit codes: 0 orderly stop, 1 unexpected error, 2 bad setting, 4 another writer
+already consumes this ring, 5 second stop signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from pipeline.common import exitcodes, sdnotify
+from pipeline.common.process import StopSignals, start_process
+
+log = logging.getLogger("tagpipe.writer")
+
+REPLACED_CHECK_S = 1.0
+
+
+def make_sink(settings):
+    """The configured sink: Oracle when ORACLE_HOST/ORACLE_DSN is set, else SQLite."""
+    if settings.oracle_configured:
+        from .sinks.oracle import OracleSink  # lazy: python-oracledb only when used
+
+        return OracleSink.from_settings(settings)
+    from .sinks.sqlite import SqliteSink
+
+    return SqliteSink.from_settings(settings)
+
+
+def _attach(settings, signals: StopSignals):
+    from shm import Consumer
+
+    def waiting(reason: str) -> None:
+        log.info("%s", reason)
+        sdnotify.ready(status=f"waiting for ring {settings.ring_name!r}")
+
+    return Consumer.open(settings.ring_name, wait=True, on_wait=waiting, stop=signals)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the writer until stopped. Returns an exit code (see the module docstring)."""
+    settings, _ = start_process("writer")
+    signals = StopSignals().install()
+    from shm import RoleTaken, RingError
+
+    from .loop import Writer
+
+    try:
+        consumer = _attach(settings, signals)
+    except RoleTaken as e:
+        print(f"tagpipe writer: {e}", file=sys.stderr)
+        return exitcodes.ROLE_TAKEN
+    if consumer is None:
+        log.info("stopped while waiting for the ring")
+        return exitcodes.OK
+    watchdog = sdnotify.Watchdog()
+    writer = Writer(consumer, make_sink(settings), settings, stop=signals, tick=watchdog.tick)
+    try:
+        writer.start()
+        sdnotify.ready(status=f"writing ring {settings.ring_name!r} to {writer.sink.kind}")
+        log.info("writing ring %r (capacity %d, epoch %d) to %s", settings.ring_name, consumer.capacity, consumer.epoch, writer.sink.kind)
+        next_check = time.monotonic() + REPLACED_CHECK_S
+        while not signals.requested:
+            if not writer.step():
+                writer.run_once_idle()
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + REPLACED_CHECK_S
+                if consumer.replaced():
+                    log.warning("ring %r was replaced; attaching to the new one", settings.ring_name)
+                    consumer.close()
+                    consumer = _attach(settings, signals)
+                    if consumer is None:
+                        break
+                    writer.attach(consumer)
+        sdnotify.stopping("flushing")
+        deadline = time.monotonic() + settings.shutdown_timeout
+        done = writer.flush(deadline) if consumer is not None else True
+        left = consumer.pending() if consumer is not None else 0
+        if done:
+            log.info("stopped (%s): everything published was written", signals.signal_name or "stop")
+        else:
+            log.warning("stopped (%s): %d records not written within SHUTDOWN_TIMEOUT stay in the ring", signals.signal_name or "stop", left)
+        return exitcodes.OK
+    except RingError as e:
+        log.error("ring problem: %s", e)
+        return exitcodes.ERROR
+    except Exception:
+        log.exception("writer failed")
+        return exitcodes.ERROR
+    finally:
+        writer.close()
+        if consumer is not None:
+            consumer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

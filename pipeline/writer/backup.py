@@ -1,0 +1,280 @@
+"""CSV backup files: names, writing (append + fsync), reading and validating both formats.
+
+A backup file holds rows that are durable on disk but not yet in the database::
+
+    timestamp,plc_code,tag_address,tag_value,quality,ring_epoch,seq
+    2025-01-15T10:30:45.123456,KRCWO12ELOA101,D100,1234.5,GOOD,4611686018427387904,17
+
+The first five columns are the original design's (operators open these files in a
+spreadsheet); ``timestamp`` is UTC with microseconds; ``tag_value`` is empty for NULL
+(BAD quality). The identity columns come after. Files of the original format (five
+columns, milliseconds) are read too: their rows get a synthetic identity (``records``).
+
+Names: ``backup_YYYYMMDD_HHMMSS.csv`` (UTC), ``_2``, ``_3`` ... when several fall in one
+second; files are created with O_EXCL, so two processes never share a name. Files are
+replayed in name order (time, then suffix), which the writer keeps equal to creation order.
+
+Reading never trusts the file: every line is validated; a bad line (wrong field count,
+unparsable time, over-long code, unknown quality, a last line cut short without its
+newline...) comes back as a ``BadLine`` for quarantine instead of stopping the reader.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from shm import layout as L
+
+from . import records as R
+
+HEADER = "timestamp,plc_code,tag_address,tag_value,quality,ring_epoch,seq"
+ORIGINAL_HEADER = "timestamp,plc_code,tag_address,tag_value,quality"
+NAME_RE = re.compile(r"^backup_(\d{8})_(\d{6})(?:_(\d+))?\.csv$")
+_EPOCH_DT = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_U64 = (1 << 64) - 1
+
+
+def name_key(name: str) -> tuple[str, int] | None:
+    """Sort key of a backup file name ((YYYYMMDD_HHMMSS, suffix)), or None if not one."""
+    m = NAME_RE.match(name)
+    if not m:
+        return None
+    return f"{m.group(1)}_{m.group(2)}", int(m.group(3) or 1)
+
+
+def make_name(stamp: str, suffix: int) -> str:
+    return f"backup_{stamp}.csv" if suffix <= 1 else f"backup_{stamp}_{suffix}.csv"
+
+
+def stamp_of(t: float) -> str:
+    return time.strftime("%Y%m%d_%H%M%S", time.gmtime(t))
+
+
+def list_backups(folder: str) -> list[str]:
+    """Backup file names in ``folder`` (not its subfolders), oldest first."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    keyed = [(k, n) for n in names if (k := name_key(n)) is not None]
+    return [n for _, n in sorted(keyed)]
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a create/rename/unlink in ``folder`` durable. Raises OSError."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def format_rows(epoch: int, records: np.ndarray) -> bytes:
+    """CSV lines (current format) of ``records`` of stream ``epoch``."""
+    if len(records) == 0:
+        return b""
+    ts = np.datetime_as_string(records["ts_us"].astype("datetime64[us]"), unit="us").tolist()
+    _, plc, tag, values, quality, seq = R.columns(records)
+    e = str(int(epoch))
+    vals = ["" if v is None else repr(v) for v in values]
+    lines = [f"{t},{p},{a},{v},{q},{e},{s}\n" for t, p, a, v, q, s in zip(ts, plc, tag, vals, quality, seq)]
+    return "".join(lines).encode("ascii", "replace")
+
+
+class BackupWriter:
+    """One backup file being appended to. Every ``append`` is fsynced before it returns;
+    a failed append (e.g. ENOSPC) is cut back off, so the file never holds half a line
+    followed by more data."""
+
+    def __init__(self, folder: str, now: float | None = None, after: str | None = None) -> None:
+        """Create a new file in ``folder`` (made if missing) named for ``now`` (UTC), and
+        sorting after the name ``after`` if given. Raises OSError (e.g. ENOSPC)."""
+        os.makedirs(folder, exist_ok=True)
+        stamp = stamp_of(time.time() if now is None else now)
+        suffix = 1
+        if after is not None and (k := name_key(after)) is not None and (stamp, suffix) <= k:
+            stamp, suffix = k[0], k[1] + 1  # the clock went back: keep name order = creation order
+        while True:
+            name = make_name(stamp, suffix)
+            path = os.path.join(folder, name)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+                break
+            except FileExistsError:
+                suffix += 1
+        self.folder, self.name, self.path, self._fd = folder, name, path, fd
+        self.rows = 0
+        self.size = 0
+        self.created = time.monotonic()
+        try:
+            self._write((HEADER + "\n").encode())
+            fsync_dir(folder)
+        except OSError:
+            self.discard()
+            raise
+
+    def _write(self, data: bytes) -> None:
+        before = self.size
+        try:
+            view = memoryview(data)
+            while view:
+                k = os.write(self._fd, view)
+                view = view[k:]
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, before)
+            except OSError:
+                pass
+            raise
+        self.size = before + len(data)
+
+    def append(self, epoch: int, records: np.ndarray) -> None:
+        """Append and fsync the rows. Raises OSError; the file is then as it was before."""
+        self._write(format_rows(epoch, records))
+        self.rows += len(records)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def discard(self) -> None:
+        """Close and delete the file (only while it holds no rows)."""
+        self.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+@dataclass
+class BadLine:
+    """A backup line that cannot be delivered: where it was, its text, why."""
+
+    line_no: int
+    raw: str
+    reason: str
+
+
+@dataclass
+class Chunk:
+    """Rows read from a backup file: (epoch, RECORD_DTYPE array) groups in file order."""
+
+    groups: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    bad: list[BadLine] = field(default_factory=list)
+    end_offset: int = 0
+    end_line: int = 0
+    eof: bool = False
+
+    @property
+    def rows(self) -> int:
+        return sum(len(r) for _, r in self.groups)
+
+
+def _parse_ts(text: str) -> int:
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    d = dt - _EPOCH_DT
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def parse_line(fields: list[str], line_no: int, file_epoch: int) -> tuple[int, int, int, str, str, float | None, int]:
+    """Validate one line's fields. Returns (epoch, seq, ts_us, plc, tag, value, quality).
+    Raises ValueError with the reason."""
+    if len(fields) == 7:
+        epoch, seq = int(fields[5]), int(fields[6])
+        if not 0 < epoch <= _MAX_U64 or not 0 <= seq <= (1 << 63) - 1:
+            raise ValueError("ring_epoch or seq out of range")
+    elif len(fields) == 5:
+        epoch, seq = file_epoch, line_no
+    else:
+        raise ValueError(f"{len(fields)} fields (expected 7, or 5 in the original format)")
+    ts = _parse_ts(fields[0])
+    plc = fields[1].strip()
+    tag = fields[2].strip()
+    L.check_field_text("plc_code", plc, L.PLC_CODE_MAX)
+    L.check_field_text("tag_address", tag, L.TAG_ADDRESS_MAX)
+    raw = fields[3].strip()
+    value = None if raw == "" or raw.upper() in ("NULL", "NONE") else float(raw)
+    if value is not None and value != value:
+        value = None
+    q = L.QUALITY_CODES.get(fields[4].strip().upper())
+    if q is None:
+        raise ValueError(f"quality {fields[4]!r} is not GOOD, BAD or UNCERTAIN")
+    return epoch, seq, ts, plc, tag, value, q  # type: ignore[return-value]
+
+
+def read_chunk(path: str, offset: int = 0, line_no: int = 0, max_rows: int = 50_000) -> Chunk:
+    """Read and validate up to ``max_rows`` rows of ``path`` from byte ``offset`` (the start
+    of line ``line_no + 1``). Never raises for bad content; raises OSError if unreadable."""
+    file_epoch = R.synthetic_epoch(os.path.basename(path))
+    chunk = Chunk()
+    cols: dict[int, tuple[list, list, list, list, list, list, list]] = {}
+    order: list[int] = []
+    cur_epoch = None
+    rows = 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while rows < max_rows:
+            raw = fh.readline()
+            if not raw:
+                chunk.eof = True
+                break
+            line_no += 1
+            offset += len(raw)
+            if not raw.endswith(b"\n"):
+                chunk.bad.append(BadLine(line_no, raw.decode("latin-1"), "truncated line (no newline at the end of the file)"))
+                continue
+            try:
+                text = raw.decode("ascii").rstrip("\r\n")
+            except UnicodeDecodeError:
+                chunk.bad.append(BadLine(line_no, raw.decode("latin-1").rstrip("\r\n"), "not ASCII text"))
+                continue
+            if not text.strip() or text in (HEADER, ORIGINAL_HEADER):
+                continue
+            fields = next(csv.reader([text])) if '"' in text else text.split(",")
+            try:
+                epoch, seq, ts, plc, tag, value, q = parse_line(fields, line_no, file_epoch)
+            except (ValueError, OverflowError) as e:
+                chunk.bad.append(BadLine(line_no, text, str(e)))
+                continue
+            if epoch != cur_epoch:
+                # Consecutive rows of one stream form one group; a stream seen again later
+                # starts a new group so file order (= seq order) is kept.
+                cur_epoch = epoch
+                order.append(epoch)
+                cols[len(order) - 1] = ([], [], [], [], [], [], [])
+            c = cols[len(order) - 1]
+            c[0].append(ts)
+            c[1].append(plc)
+            c[2].append(tag)
+            c[3].append(value)
+            c[4].append(q)
+            c[5].append(seq)
+            rows += 1
+        else:
+            chunk.eof = fh.read(1) == b""
+    for i, epoch in enumerate(order):
+        ts, plc, tag, values, quality, seq, _ = cols[i]
+        chunk.groups.append((epoch, R.make_records(ts, plc, tag, values, quality, seq)))
+    chunk.end_offset = offset
+    chunk.end_line = line_no
+    return chunk
+
+
+def count_rows(path: str) -> int:
+    """Data lines in a backup file (newline count minus the header), cheap."""
+    n = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            n += block.count(b"\n")
+    return max(0, n - 1)

@@ -1,0 +1,353 @@
+"""The writer loop: ring -> database, exactly once, riding out outages on disk.
+
+One ``step()`` does at most one live batch and one replay chunk:
+
+* **live**: when a batch is due (``batching``), read it from the ring and deliver it:
+  to the database (retried ``ORACLE_RETRY_MAX`` times in all, waiting 1 s, 2 s, 4 s ...),
+  or to a backup file. Records leave the ring (``Consumer.commit``) only after the
+  database commit or after the backup file and its folder are fsynced; a writer killed at
+  any instant leaves them in the ring, and the database ignores a second copy.
+* **circuit**: after a batch used its retries it goes to a backup file and the circuit
+  opens: later batches go straight to backup files (no retry time spent), and one
+  background ``Prober`` asks the database with backoff and jitter.
+* **order**: the seqs of a stream must reach the database in increasing order (the Oracle
+  sink keeps a per-stream cursor). So while backup files wait, live batches keep going to
+  backup files, and replay writes files oldest first. When only the file being appended
+  to is left, it is closed and replayed while live records wait in the ring (spilling
+  again if the ring passes half full); then live data goes to the database again.
+  Replay (tens of thousands of rows per second) outpaces the input, so the backlog and
+  live lag shrink in bounded time (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+from shm.ring import Consumer, ReadBatch, now_us
+
+from . import disk as D
+from .batching import BatchPolicy
+from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR_TRANSIENT, WriterMetrics
+from .quarantine import Quarantine
+from .replay import Replay
+from .sinks.base import OnRejected, PermanentSinkError, SinkError, TransientSinkError
+from .spool import Prober, Spool
+
+log = logging.getLogger("tagpipe.writer.loop")
+
+DISK_RETRY_S = 2.0  # after a failed backup write, wait this long before trying again
+RETENTION_SWEEP_S = 600.0
+
+
+class Writer:
+    """Moves records from one ring consumer to one sink. Main-thread object; ``step()``
+    never blocks longer than a sink call, a retry wait (interruptible by ``stop``) or
+    ``max_wait_s``."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        sink,
+        settings,
+        stop: Callable[[], bool] = lambda: False,
+        tick: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sink = sink
+        self.s = settings
+        self.stop = stop
+        self.tick = tick
+        self.clock = clock
+        folder = settings.backup_file_path
+        self.spool = Spool(folder, settings.backup_file_max_rows, settings.backup_retention_days * 86400.0)
+        self.quarantine = Quarantine(os.path.join(folder, "quarantine"))
+        self.disk = D.DiskWatch(folder, settings.backup_min_free_mb, clock=clock)
+        self.prober = Prober(self._probe, settings.db_probe_min_interval, settings.db_probe_max_interval)
+        self.metrics = WriterMetrics(consumer)
+        self.consumer = consumer
+        self.batching = self._policy(consumer)
+        self.replay = Replay(self.spool, sink, self.quarantine, self.metrics, self.batching.batch_max, self._on_rejected_for)
+        self.circuit_open = False
+        self.sink_open = False
+        self.max_wait_s = 0.25
+        self._disk_retry_at = 0.0
+        self._next_sweep = 0.0
+        self._last_gauges = 0.0
+        self.outage_started_us = 0
+
+    def _policy(self, consumer: Consumer) -> BatchPolicy:
+        return BatchPolicy(self.s.buffer_batch_size, self.s.buffer_batch_max, self.s.buffer_write_interval, consumer.capacity, self.clock)
+
+    # --- start / stop -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Scan the backup folder and open the sink (a database that is down opens the
+        circuit: not an error). Raises OSError if BACKUP_FILE_PATH cannot be created."""
+        self.metrics.attach(self.consumer, self.sink.kind)
+        self.spool.scan()
+        self.disk.check(force=True)
+        try:
+            self.sink.open()
+            self.sink_open = True
+            self.metrics.db_state("replaying" if self.spool.has_work() else "up")
+            self.metrics.error(ERR_NONE)
+        except SinkError as e:
+            log.error("database not available at start (%s); spilling to %s until it answers", e, self.s.backup_file_path)
+            self._open_circuit(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
+        self.publish_gauges(force=True)
+
+    def attach(self, consumer: Consumer) -> None:
+        """Continue with a new consumer (the ring was replaced by a new one)."""
+        self.consumer = consumer
+        self.metrics.attach(consumer, self.sink.kind)
+        self.batching = self._policy(consumer)
+        self.publish_gauges(force=True)
+
+    def close(self) -> None:
+        self.prober.stop(timeout_s=2.0)
+        self.spool.close()
+        self.publish_gauges(force=True)
+        try:
+            self.sink.close()
+        except Exception as e:  # closing must not hide the stop
+            log.warning("closing the %s sink: %s", self.sink.kind, e)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def step(self) -> bool:
+        """One iteration. Returns True if it did work (the caller may then loop at once)."""
+        self.tick()
+        self.consumer.heartbeat()
+        self._housekeeping()
+        if self.circuit_open and self.prober.answered():
+            self._close_circuit()
+        worked = False
+        backlog = self.consumer.backlog()
+        if self.batching.due(backlog):
+            worked = self._live() or worked
+        if not self.circuit_open and self.spool.has_work() and not self.stop():
+            worked = self._replay_some() or worked
+        self.publish_gauges()
+        return worked
+
+    def run_once_idle(self) -> None:
+        """Wait (bounded) for records when a step did nothing."""
+        try:
+            self.consumer.wait(min(self.max_wait_s, max(0.005, self.batching.wait_s(self.consumer.backlog()))))
+        except Exception as e:
+            # posix_ipc raises SignalError when SIGTERM interrupts the doorbell wait; the
+            # stop flag is set by then and the loop acts on it. (shm stays posix_ipc's only user.)
+            if type(e).__name__ != "SignalError":
+                raise
+
+    def flush(self, deadline: float) -> bool:
+        """Deliver what was published up to now (database or backup file) before
+        ``deadline`` (monotonic). True if everything was made durable."""
+        target = self.consumer.published
+        while self.consumer.committed < target:
+            if self.clock() >= deadline:
+                return False
+            if self.circuit_open and self.prober.answered():
+                self._close_circuit()
+            batch = self.consumer.read(self.batching.batch_max)
+            if batch.end == batch.start:
+                break
+            if not self._deliver(batch, stopping=True, deadline=deadline):
+                self.consumer.rewind()
+                return False
+            self.publish_gauges()
+        return self.consumer.committed >= target
+
+    # --- live batches -------------------------------------------------------------------
+
+    def _route(self) -> str:
+        if self.circuit_open:
+            return "spill"
+        if self.spool.active is not None:
+            return "spill"
+        if self.spool.pending:
+            # Handover: the last files are being replayed; live waits in the ring unless
+            # the ring passes half full.
+            return "spill" if self.consumer.pending() > self.consumer.capacity // 2 else "hold"
+        return "db"
+
+    def _live(self) -> bool:
+        route = self._route()
+        if route == "hold":
+            return False
+        if route == "spill" and self.clock() < self._disk_retry_at:
+            return False
+        batch = self.consumer.read(self.batching.limit)
+        self.batching.taken(batch.end - batch.start, self.consumer.backlog())
+        self.metrics.batch_limit(self.batching.limit)
+        if not self._deliver(batch, route=route):
+            self.consumer.rewind()
+        return True
+
+    def _deliver(self, batch: ReadBatch, route: str | None = None, stopping: bool = False, deadline: float = 0.0) -> bool:
+        """Make ``batch`` durable and commit it in the ring. False if it stays in the ring."""
+        if len(batch.records) == 0:
+            self.consumer.commit(batch)  # only lost or padding records: nothing to write
+            return True
+        route = route or self._route()
+        if route == "hold":
+            route = "spill"  # stopping: do not leave it for a replay that will not run now
+        if route == "db" and self._write_db(batch, stopping, deadline):
+            return True
+        return self._spill(batch)
+
+    def _write_db(self, batch: ReadBatch, stopping: bool, deadline: float) -> bool:
+        """Write with retries. True if committed; False after the last failed attempt (the
+        circuit is then open and the caller spills the batch)."""
+        attempts = self.s.oracle_retry_max
+        on_rejected = self._on_rejected_for("ring", batch.epoch)
+        for attempt in range(attempts):
+            t0 = time.perf_counter()
+            try:
+                if not self.sink_open:
+                    self.sink.open()
+                    self.sink_open = True
+                res = self.sink.write(batch.epoch, batch.records, on_rejected)
+            except (SinkError, OSError) as e:
+                code = ERR_QUARANTINE if isinstance(e, OSError) else (ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
+                self.metrics.failed(code)
+                last = attempt == attempts - 1
+                wait = float(2**attempt)
+                if not last and stopping and self.clock() + wait >= deadline:
+                    last = True
+                log.warning(
+                    "batch of %d records failed (attempt %d of %d): %s%s", len(batch.records), attempt + 1, attempts, e,
+                    "" if last else f"; retrying in {wait:.0f} s",
+                )
+                if last:
+                    self._open_circuit(code)
+                    return False
+                self.metrics.retry()
+                if self._sleep(wait):
+                    self._open_circuit(code)  # stop requested: spill instead of waiting
+                    return False
+                continue
+            lat = int((time.perf_counter() - t0) * 1e6)
+            self.consumer.commit(batch)
+            self.metrics.committed(len(batch.records), res.written, res.duplicates, lat)
+            if res.rejected:
+                log.warning("%d rows of a batch of %d were refused by the database and quarantined", len(res.rejected), len(batch.records))
+            return True
+        return False
+
+    def _spill(self, batch: ReadBatch) -> bool:
+        try:
+            created = self.spool.spill(batch.epoch, batch.records)
+        except OSError as e:
+            if self.disk.write_failed(e, len(batch.records)):
+                self.metrics.error(ERR_DISK_FULL)
+            self._disk_retry_at = self.clock() + DISK_RETRY_S
+            self.publish_gauges(force=True)
+            return False
+        self.disk.write_ok()
+        self.consumer.commit(batch)
+        self.metrics.spilled(len(batch.records), created)
+        if created:
+            self.metrics.batch_limit(self.batching.limit)
+        return True
+
+    def _on_rejected_for(self, source: str, epoch: int) -> OnRejected:
+        def on_rejected(rows: np.ndarray, errors: list) -> None:
+            # Runs inside the sink's transaction, before its commit: if this raises, nothing commits.
+            n = self.quarantine.add_rows(epoch, rows, errors, source)
+            self.metrics.quarantined(n)
+            log.warning("quarantined %d rows refused by the database (first: %s %s)", n, errors[0].code, errors[0].message)
+
+        return on_rejected
+
+    # --- circuit and replay ---------------------------------------------------------------
+
+    def _open_circuit(self, code: int) -> None:
+        if not self.circuit_open:
+            self.circuit_open = True
+            self.outage_started_us = now_us()
+            self.metrics.outage(self.outage_started_us)
+            log.error("database down: circuit open, batches go to backup files in %s; probing in the background", self.s.backup_file_path)
+        self.metrics.error(code)
+        self.metrics.db_state("down")
+        try:
+            self.sink.close()
+        except Exception:
+            pass
+        self.sink_open = False
+        self.prober.start()
+
+    def _probe(self) -> bool:
+        return bool(self.sink.probe())
+
+    def _close_circuit(self) -> None:
+        try:
+            self.sink.open()
+            self.sink_open = True
+        except SinkError as e:
+            log.warning("database answered a probe but cannot be opened (%s); probing again", e)
+            self.prober.start()
+            return
+        self.circuit_open = False
+        took = (now_us() - self.outage_started_us) / 1e6 if self.outage_started_us else 0.0
+        log.warning("database answers again after %.1f s; replaying backup files oldest first", took)
+        self.outage_started_us = 0
+        self.metrics.outage(0)
+        self.metrics.error(ERR_NONE)
+        self.metrics.db_state("replaying" if self.spool.has_work() else "up")
+
+    def _replay_some(self) -> bool:
+        if not self.spool.pending and self.spool.active is not None:
+            # Everything older is in the database: close the file being appended to so it
+            # can be replayed; live records wait in the ring meanwhile (see _route).
+            self.spool.close_active()
+        try:
+            n = self.replay.step()
+        except (SinkError, OSError) as e:
+            log.warning("replay of %s stopped: %s", self.replay.name, e)
+            self.metrics.failed(ERR_QUARANTINE if isinstance(e, OSError) else ERR_TRANSIENT)
+            self._open_circuit(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT)
+            return False
+        if not self.spool.has_work():
+            log.warning("all backup files replayed; live data goes to the database again")
+            self.metrics.db_state("up")
+        return n > 0
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = self.clock()
+        self.disk.check()
+        if now >= self._next_sweep:
+            self._next_sweep = now + RETENTION_SWEEP_S
+            self.spool.remove_expired()
+
+    def publish_gauges(self, force: bool = False) -> None:
+        now = self.clock()
+        if not force and now - self._last_gauges < 0.2:
+            return
+        self._last_gauges = now
+        m = self.metrics
+        m.backlog(*self.spool.totals())
+        m.disk(self.disk.free, self.disk.state)
+        m.batch_limit(self.batching.limit)
+        m.probes(self.prober.probes)
+        m.oldest_unwritten()
+        if self.circuit_open:
+            m.db_state("probing" if self.prober.probing else "down")
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` (ticking the watchdog). True if a stop was requested."""
+        end = self.clock() + seconds
+        while not self.stop():
+            left = end - self.clock()
+            if left <= 0:
+                return False
+            self.tick()
+            time.sleep(min(0.05, left))
+        return True

@@ -1,0 +1,213 @@
+"""Quarantine: rows the database refused and backup lines that cannot be read.
+
+Files: ``BACKUP_FILE_PATH/quarantine/quarantine_YYYYMMDD.csv`` (UTC day), appended to and
+fsynced before the batch they came from is committed::
+
+    timestamp,plc_code,tag_address,tag_value,quality,ring_epoch,seq,error_code,error,source,raw
+
+A refused row has its columns and the database's code (e.g. SQLITE_CONSTRAINT_CHECK,
+ORA-12899); a corrupt backup line has empty columns, error_code CORRUPT and its text in
+``raw``. An operator corrects the file (in a spreadsheet or an editor: fill in or fix the
+first five columns) and writes it back::
+
+    python -m pipeline quarantine list
+    python -m pipeline quarantine write-back BACKUP_FILE_PATH/quarantine/quarantine_20250115.csv
+
+``write-back`` validates every row, then places them as a new backup file that the writer
+replays. The rows get a synthetic identity derived from the corrected file's content
+(``records``), so writing the same file back twice inserts nothing twice; the corrected
+file then moves to ``quarantine/written-back/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import backup as B
+from . import records as R
+
+COLUMNS = ("timestamp", "plc_code", "tag_address", "tag_value", "quality", "ring_epoch", "seq", "error_code", "error", "source", "raw")
+HEADER = ",".join(COLUMNS)
+
+
+def _csv_lines(rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8", "replace")
+
+
+class Quarantine:
+    """Appends quarantined rows under ``folder`` (BACKUP_FILE_PATH/quarantine), fsynced."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def _append(self, rows: list[list[str]]) -> None:
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, time.strftime("quarantine_%Y%m%d.csv", time.gmtime()))
+        new = not os.path.exists(path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            data = _csv_lines(rows)
+            if new:
+                data = (HEADER + "\n").encode() + data
+            else:
+                # A writer killed mid-append may have left half a line: end it first.
+                size = os.fstat(fd).st_size
+                if size:
+                    with open(path, "rb") as fh:
+                        fh.seek(size - 1)
+                        if fh.read(1) != b"\n":
+                            data = b"\n" + data
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:
+            B.fsync_dir(self.folder)
+
+    def add_rows(self, epoch: int, records: np.ndarray, errors: list, source: str) -> int:
+        """Quarantine rows refused by the database (``errors``: RowError per row). Raises OSError."""
+        if len(records) == 0:
+            return 0
+        ts = np.datetime_as_string(records["ts_us"].astype("datetime64[us]"), unit="us").tolist()
+        _, plc, tag, values, quality, seq = R.columns(records)
+        rows = []
+        for i in range(len(records)):
+            err = errors[i]
+            v = "" if values[i] is None else repr(values[i])
+            rows.append([ts[i], plc[i], tag[i], v, quality[i], str(int(epoch)), str(seq[i]), err.code, err.message, source, ""])
+        self._append(rows)
+        return len(rows)
+
+    def add_lines(self, bad: list[B.BadLine], source: str) -> int:
+        """Quarantine unreadable backup lines (kept verbatim in ``raw``). Raises OSError."""
+        if not bad:
+            return 0
+        self._append([["", "", "", "", "", "", "", "CORRUPT", f"line {b.line_no}: {b.reason}", source, b.raw] for b in bad])
+        return len(bad)
+
+
+def list_files(folder: str) -> list[tuple[str, int]]:
+    """Quarantine files in ``folder`` with their row counts."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.startswith("quarantine_") and n.endswith(".csv"))
+    except FileNotFoundError:
+        return []
+    out = []
+    for n in names:
+        with open(os.path.join(folder, n), newline="", encoding="utf-8", errors="replace") as fh:
+            out.append((n, max(0, sum(1 for _ in csv.reader(fh)) - 1)))
+    return out
+
+
+def parse_corrected(path: str) -> tuple[list[list[str]], list[str]]:
+    """Rows of a corrected file as the five original fields, and the problems found.
+
+    Accepts a quarantine file, or a backup file of either format."""
+    good: list[list[str]] = []
+    problems: list[str] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None) or []
+        names = [h.strip().lower() for h in header]
+        if names[:5] != list(COLUMNS[:5]):
+            return [], [f"{path}: the header must start with {','.join(COLUMNS[:5])}"]
+        raw_col = names.index("raw") if "raw" in names else None
+        for line_no, row in enumerate(reader, start=2):
+            if not any(c.strip() for c in row):
+                continue
+            fields = [c.strip() for c in row[:5]] + [""] * (5 - len(row[:5]))
+            if not any(fields) and raw_col is not None and raw_col < len(row):
+                raw = row[raw_col]
+                fields = (next(csv.reader([raw])) if '"' in raw else raw.split(","))[:5]
+            try:
+                B.parse_line(fields, line_no, 1)
+            except (ValueError, OverflowError) as e:
+                problems.append(f"line {line_no}: {e}")
+                continue
+            good.append(fields)
+    return good, problems
+
+
+def write_back(path: str, backup_folder: str, skip_bad: bool = False) -> tuple[str | None, int, list[str]]:
+    """Validate ``path`` and place its rows as a new backup file for the writer to replay.
+
+    Returns (backup file name or None, rows, problems). Nothing is written when problems
+    were found and ``skip_bad`` is false. Raises OSError.
+    """
+    good, problems = parse_corrected(path)
+    if (problems and not skip_bad) or not good:
+        return None, 0, problems
+    with open(path, "rb") as fh:
+        epoch = R.synthetic_epoch("quarantine:" + hashlib.sha256(fh.read()).hexdigest())
+    lines = [B.HEADER] + [",".join(f + [str(epoch), str(i)]) for i, f in enumerate(good, start=1)]
+    os.makedirs(backup_folder, exist_ok=True)
+    tmp = os.path.join(backup_folder, f".writeback-{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(("\n".join(lines) + "\n").encode("ascii"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    # Appear all at once under a name nobody else holds: link fails if the name exists.
+    stamp, suffix = B.stamp_of(time.time()), 1
+    latest = B.list_backups(backup_folder)
+    if latest and (k := B.name_key(latest[-1])) is not None and (stamp, suffix) <= k:
+        stamp, suffix = k[0], k[1] + 1
+    while True:
+        name = B.make_name(stamp, suffix)
+        try:
+            os.link(tmp, os.path.join(backup_folder, name))
+            break
+        except FileExistsError:
+            suffix += 1
+    os.unlink(tmp)
+    B.fsync_dir(backup_folder)
+    done = os.path.join(os.path.dirname(os.path.abspath(path)), "written-back")
+    os.makedirs(done, exist_ok=True)
+    os.replace(path, os.path.join(done, os.path.basename(path)))
+    return name, len(good), problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline quarantine list | write-back FILE [--skip-bad]``."""
+    from pipeline.common import exitcodes
+    from pipeline.common.errors import ConfigError
+    from pipeline.common.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline quarantine", description="Inspect quarantined rows; write a corrected file back.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="list quarantine files and their row counts")
+    wb = sub.add_parser("write-back", help="validate a corrected quarantine file and queue its rows for replay")
+    wb.add_argument("file")
+    wb.add_argument("--skip-bad", action="store_true", help="write back the valid rows even if some are still bad")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        print(f"tagpipe quarantine: {e}", file=sys.stderr)
+        return exitcodes.CONFIG
+    qdir = os.path.join(settings.backup_file_path, "quarantine")
+    if args.action == "list":
+        files = list_files(qdir)
+        if not files:
+            print(f"no quarantined rows in {qdir}")
+        for name, n in files:
+            print(f"{os.path.join(qdir, name)}: {n} rows")
+        return exitcodes.OK
+    name, n, problems = write_back(args.file, settings.backup_file_path, args.skip_bad)
+    for p in problems:
+        print(f"{args.file}: {p}", file=sys.stderr)
+    if name is None:
+        print(f"nothing written back from {args.file}" + (" (fix the lines above, or use --skip-bad)" if problems else ""), file=sys.stderr)
+        return exitcodes.CHECK_FAILED
+    print(f"wrote {n} rows to {os.path.join(settings.backup_file_path, name)}; the writer replays them")
+    return exitcodes.CHECK_FAILED if problems else exitcodes.OK

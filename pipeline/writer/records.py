@@ -1,0 +1,79 @@
+"""Record helpers shared by the SQLite sink, backup files and replay.
+
+Identity streams: a ring's epoch is a random 63-bit number, so its top bit is clear.
+Rows that come from a file without identity (the original five-column backup format, or a
+corrected quarantine file written back) get a *synthetic* stream: an epoch derived from the
+file's name with the top bit set (so it never collides with a ring epoch) and seq = the
+row's line number. Replaying the same file twice therefore gives the same identities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from shm import layout as L
+
+SYNTHETIC_BIT = 1 << 63
+_QUALITY_TABLE = np.array(["Q0", "GOOD", "BAD", "UNCERTAIN"] + [f"Q{i}" for i in range(4, 256)], dtype=object)
+
+
+def synthetic_epoch(name: str) -> int:
+    """The identity stream of a file without identity columns: 64 bits, top bit set."""
+    h = int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+    return SYNTHETIC_BIT | (h & (SYNTHETIC_BIT - 1))
+
+
+def is_synthetic(epoch: int) -> bool:
+    return bool(int(epoch) & SYNTHETIC_BIT)
+
+
+def signed64(epoch: int) -> int:
+    """``epoch`` (unsigned 64-bit) as SQLite's signed INTEGER (synthetic epochs become negative)."""
+    e = int(epoch)
+    return e - (1 << 64) if e >= SYNTHETIC_BIT else e
+
+
+def unsigned64(value: int) -> int:
+    v = int(value)
+    return v + (1 << 64) if v < 0 else v
+
+
+def null_mask(records: np.ndarray) -> np.ndarray:
+    """True where the value is stored as NULL (BAD quality or FLAG_NULL)."""
+    return (records["quality"] == L.QUALITY_BAD) | ((records["flags"] & L.FLAG_NULL) != 0)
+
+
+def columns(records: np.ndarray) -> tuple[list, list, list, list, list, list]:
+    """Python columns of a record array: ts_us, plc_code, tag_address, value (None for
+    NULL), quality name, seq. Vectorised: this is the hot path of every write."""
+    ts = records["ts_us"].tolist()
+    plc = records["plc_code"].astype("U16").tolist()
+    tag = records["tag_address"].astype("U16").tolist()
+    values = records["value"].astype(object)
+    mask = null_mask(records) | ~np.isfinite(records["value"])
+    if mask.any():
+        values[mask] = None
+    quality = _QUALITY_TABLE[records["quality"]].tolist()
+    seq = records["seq"].astype(np.int64).tolist()
+    return ts, plc, tag, values.tolist(), quality, seq
+
+
+def make_records(
+    ts_us: list[int], plc: list[str], tag: list[str], values: list[float | None], quality: list[int], seq: list[int]
+) -> np.ndarray:
+    """A RECORD_DTYPE array from parsed columns (None values become FLAG_NULL)."""
+    n = len(ts_us)
+    out = np.zeros(n, dtype=L.RECORD_DTYPE)
+    if n == 0:
+        return out
+    out["ts_us"] = ts_us
+    out["plc_code"] = [p.encode("ascii") for p in plc]
+    out["tag_address"] = [t.encode("ascii") for t in tag]
+    nulls = np.array([v is None for v in values], dtype=bool)
+    out["value"] = [0.0 if v is None else v for v in values]
+    out["quality"] = quality
+    out["flags"] = np.where(nulls, L.FLAG_NULL, 0).astype(np.uint8)
+    out["seq"] = np.array(seq, dtype=np.uint64)
+    return out
