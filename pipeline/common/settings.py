@@ -61,6 +61,49 @@ def _nonempty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
+# ORACLE_COLUMNS: the writer's logical columns and which of them a table may lack.
+ORACLE_LOGICAL_COLUMNS = ("TS", "PLC_CODE", "TAG_ADDRESS", "TAG_VALUE", "QUALITY", "RING_EPOCH", "SEQ")
+ORACLE_OPTIONAL_COLUMNS = ("QUALITY", "RING_EPOCH", "SEQ")
+
+
+def parse_oracle_columns(text: str) -> dict[str, str | None]:
+    """ORACLE_COLUMNS text -> {logical column: table column, or None when absent}.
+
+    Unnamed logical columns keep their own name. Raises ValueError with the reason.
+    """
+    out: dict[str, str | None] = {c: c for c in ORACLE_LOGICAL_COLUMNS}
+    seen: set[str] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = (x.strip().upper() for x in part.partition("="))
+        if not sep or key not in out:
+            raise ValueError(f"{part!r} is not LOGICAL=COLUMN with LOGICAL one of " + ", ".join(ORACLE_LOGICAL_COLUMNS))
+        if key in seen:
+            raise ValueError(f"{key} is mapped twice")
+        seen.add(key)
+        if value in ("-", ""):
+            if key not in ORACLE_OPTIONAL_COLUMNS:
+                raise ValueError(f"{key} cannot be left out (only " + ", ".join(ORACLE_OPTIONAL_COLUMNS) + " can)")
+            out[key] = None
+        elif not re.fullmatch(r"[A-Z][A-Z0-9_$#]{0,127}", value):
+            raise ValueError(f"{value!r} is not a column name")
+        else:
+            out[key] = value
+    if (out["RING_EPOCH"] is None) != (out["SEQ"] is None):
+        raise ValueError("RING_EPOCH and SEQ are kept or left out together")
+    targets = [v for v in out.values() if v]
+    if len(set(targets)) != len(targets):
+        raise ValueError("two logical columns map to the same table column")
+    return out
+
+
+def _oracle_columns_reason(v: str) -> str | None:
+    try:
+        parse_oracle_columns(v)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 SETTINGS: list[Setting] = [
     # --- ring ---
     Setting("RING_NAME", "str", "tagpipe", "Which shared-memory ring to create or attach (/dev/shm/NAME.ring).", check=_ring),
@@ -89,6 +132,15 @@ SETTINGS: list[Setting] = [
     Setting("ORACLE_POOL_MIN", "int", 2, "Connections the pool keeps open.", 1, 64),
     Setting("ORACLE_POOL_MAX", "int", 5, "Most connections the pool opens.", 1, 64),
     Setting("ORACLE_TABLE", "str", "TAG_DATA", "Table the writer inserts into.", check=_ident),
+    Setting("ORACLE_CURSOR_TABLE", "str", "TAGPIPE_CURSOR", "Table holding the writer's position per ring epoch, updated in the same transaction as the rows (exactly once).", check=_ident),
+    Setting("ORACLE_COLUMNS", "str", "", "Column names of an existing table, e.g. TS=MEAS_TIME,PLC_CODE=PLC_ID,RING_EPOCH=-,SEQ=- (- = the table has no such column).", check=lambda v: _oracle_columns_reason(v)),
+    Setting("ORACLE_CALL_TIMEOUT_MS", "int", 30_000, "Longest a single database call may take (a black-holed network cannot hang the writer).", 500, 600_000),
+    Setting("ORACLE_CONNECT_TIMEOUT_S", "float", 10.0, "TCP connect timeout for each new connection.", 0.5, 120.0),
+    Setting("ORACLE_POOL_WAIT_MS", "int", 5_000, "Longest wait for a pooled connection (then the database counts as down).", 100, 600_000),
+    Setting("ORACLE_EXPIRE_TIME_MIN", "int", 2, "Minutes between keep-alive probes on idle connections (0 = off), so firewalls keep them.", 0, 1440),
+    Setting("ORACLE_WALLET_LOCATION", "str", "", "Folder of the wallet (ewallet.pem) for TCPS connections."),
+    Setting("ORACLE_WALLET_PASSWORD", "secret", "", "Password of the wallet's private key (never logged or shown)."),
+    Setting("ORACLE_CONFIG_DIR", "str", "", "Folder of tnsnames.ora, so ORACLE_DSN may be a net service name."),
     # --- poller ---
     Setting("TAGS_FILE", "str", "", "TOML file of PLCs and tags; without it the built-in simulator runs."),
     # --- web ---
