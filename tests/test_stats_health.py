@@ -98,6 +98,7 @@ def test_plc_rows_decode_the_table(rig):
         s.set("connected", i == 0)
         s.set("polls", 10 + i)
         s.set("last_good_poll_us", stats.now_us() - 3_000_000)
+        del s  # it holds a view of the mapping, which would keep it from closing
     rig.p.set("poller.plc_count", 2)
     rows = figures(rig)["plcs"]
     assert [r["plc_code"] for r in rows] == ["KRCWO12ELOA101", "PLC2"]

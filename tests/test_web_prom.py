@@ -34,6 +34,7 @@ def test_metrics_carry_the_ring_and_writer_counters(ring_name, app_for):  # noqa
         slot.set("errors", 3)
         slot.set("last_good_poll_us", 1_700_000_000_000_000)
         rig.p.set("poller.plc_count", 1)
+        del slot  # it holds a view of the mapping, which would keep it from closing
         rig.publish(1200)  # 200 overwritten
         rig.commit(300)
         rig.c.set("writer.rows_quarantined", 7)

@@ -10,7 +10,6 @@
   var lastOk = 0, lastData = null, updates = 0;
   var $ = function (id) { return document.getElementById(id); };
   var nf = new Intl.NumberFormat("en-US");
-  var locale = lang === "ko" ? "ko-KR" : "en-GB";
 
   function fmtInt(v) { return v === null || v === undefined ? "-" : nf.format(v); }
   function fmt1(v) { return v === null || v === undefined ? "-" : v.toFixed(1); }
@@ -31,24 +30,27 @@
     el.textContent = text;
     el.className = "state " + cls;
   }
-  function localTime(us) {
-    var d = new Date(us / 1000);
-    return d.toLocaleTimeString(locale, { hour12: false });
-  }
+  // Local time as YYYY-MM-DD HH:MM:SS in every language: short, unambiguous, 24 h.
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function hms(d) { return pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()); }
+  function ymd(d) { return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()); }
+  function localTime(us) { return hms(new Date(us / 1000)); }
 
   // --- gauge: semicircle 0..100 %, NiFi's bands green < 60, yellow < 85, red above ---
-  var CX = 110, CY = 110, R = 90;
-  function pt(p) { var a = Math.PI * (1 - p / 100); return [CX + R * Math.cos(a), CY - R * Math.sin(a)]; }
-  function arc(p0, p1) {
-    var a = pt(p0), b = pt(Math.max(p1, p0 + 0.01));
-    return "M" + a[0].toFixed(2) + " " + a[1].toFixed(2) + " A" + R + " " + R + " 0 0 1 " + b[0].toFixed(2) + " " + b[1].toFixed(2);
+  var CX = 110, CY = 118, R = 84;
+  function pt(p, r) { var a = Math.PI * (1 - p / 100); return [CX + r * Math.cos(a), CY - r * Math.sin(a)]; }
+  function arc(p0, p1, r) {
+    r = r || R;
+    var a = pt(p0, r), b = pt(Math.max(p1, p0 + 0.01), r);
+    return "M" + a[0].toFixed(2) + " " + a[1].toFixed(2) + " A" + r + " " + r + " 0 0 1 " + b[0].toFixed(2) + " " + b[1].toFixed(2);
   }
   function bandColour(p) { return p < 60 ? "var(--ok)" : p < 85 ? "var(--warn)" : "var(--bad)"; }
   (function drawBands() {
     var g = $("gauge-bands"), ns = "http://www.w3.org/2000/svg";
+    $("gauge-track").setAttribute("d", arc(0, 100));
     [[0, 60], [60, 85], [85, 100]].forEach(function (b) {
       var p = document.createElementNS(ns, "path");
-      p.setAttribute("d", arc(b[0], b[1])); p.setAttribute("class", "band"); p.style.stroke = bandColour(b[0]);
+      p.setAttribute("d", arc(b[0], b[1], R + 15)); p.setAttribute("class", "band"); p.style.stroke = bandColour(b[0]);
       g.appendChild(p);
     });
   })();
@@ -57,13 +59,13 @@
     var v = $("gauge-value");
     v.setAttribute("d", p > 0 ? arc(0, p) : "");
     v.style.stroke = bandColour(p);
-    var n = pt(p), ri = R - 28;
+    var ri = R - 28;
     var a = Math.PI * (1 - p / 100);
     $("gauge-needle").setAttribute("x2", (CX + ri * Math.cos(a)).toFixed(2));
     $("gauge-needle").setAttribute("y2", (CY - ri * Math.sin(a)).toFixed(2));
     var aa = Math.PI * (1 - alertPct / 100), l = $("gauge-alert");
     l.setAttribute("x1", (CX + (R - 12) * Math.cos(aa)).toFixed(2)); l.setAttribute("y1", (CY - (R - 12) * Math.sin(aa)).toFixed(2));
-    l.setAttribute("x2", (CX + (R + 12) * Math.cos(aa)).toFixed(2)); l.setAttribute("y2", (CY - (R + 12) * Math.sin(aa)).toFixed(2));
+    l.setAttribute("x2", (CX + (R + 20) * Math.cos(aa)).toFixed(2)); l.setAttribute("y2", (CY - (R + 20) * Math.sin(aa)).toFixed(2));
     $("v-util").style.color = bandColour(p);
   }
 
@@ -220,7 +222,7 @@
 
   function tick() {
     var now = new Date();
-    $("clock").textContent = now.toLocaleDateString(locale) + " " + now.toLocaleTimeString(locale, { hour12: false });
+    $("clock").textContent = ymd(now) + " " + hms(now);
     banner();
   }
 
@@ -233,7 +235,7 @@
         lastOk = Date.now(); lastData = d; updates += 1;
         render(d);
         body.dataset.updates = String(updates);
-        $("updated").textContent = new Date().toLocaleTimeString(locale, { hour12: false });
+        $("updated").textContent = hms(new Date());
       })
       .catch(function () { /* the banner turns STALE after STALE_MS without an answer */ })
       .then(function () { clearTimeout(timer); banner(); setTimeout(poll, refreshMs); });
