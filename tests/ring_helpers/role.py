@@ -165,8 +165,13 @@ def cmd_chaos_produce(a) -> int:
     rnd = random.Random(a.seed or os.getpid())
     p = Producer.open(a.ring, a.capacity)
     say("ready", published=p.published, notes=p.notes)
+    t0, sent = time.monotonic(), 0
     while not STOP:
+        if a.rate and sent > a.rate * (time.monotonic() - t0):
+            time.sleep(0.002)
+            continue
         k = rnd.randint(1, a.batch)
+        sent += k
         start = p.published
         if rnd.random() < 0.3:
             for seq in range(start, start + k):
@@ -260,6 +265,7 @@ def main(argv=None) -> int:
     p.add_argument("--capacity", type=int, default=1000)
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=float, default=0.0, help="records/s (0: flat out)")
     p = common("chaos-consume")
     p.add_argument("--db", required=True)
     p.add_argument("--max-n", type=int, default=300)
