@@ -243,8 +243,10 @@ class Supervisor:
     def run(self) -> int:
         """Watch the started children until a stop signal or a fatal exit; stop in order."""
         code = None
+        watchdog = sdnotify.Watchdog()  # when run as a unit itself (Type=notify, WatchdogSec=)
         while self.stops.count == 0 and code is None:
             code = self.step()
+            watchdog.tick()
         sdnotify.stopping()
         if self.stops.count:
             self.log.info("%s received: stopping poller, then writer, then web", self.stops.name or "stop")

@@ -32,14 +32,18 @@ def make_sink(settings):
     return SqliteSink.from_settings(settings)
 
 
-def _attach(settings, signals: StopSignals):
+def _attach(settings, signals: StopSignals, tick=lambda: None):
     from shm import Consumer
 
     def waiting(reason: str) -> None:
         log.info("%s", reason)
         sdnotify.ready(status=f"waiting for ring {settings.ring_name!r}")
 
-    return Consumer.open(settings.ring_name, wait=True, on_wait=waiting, stop=signals)
+    def stop() -> bool:
+        tick()  # keep systemd's watchdog fed while the poller is down (at most every 2 s)
+        return signals()
+
+    return Consumer.open(settings.ring_name, wait=True, on_wait=waiting, stop=stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +54,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from .loop import Writer
 
+    watchdog = sdnotify.Watchdog()
     try:
-        consumer = _attach(settings, signals)
+        consumer = _attach(settings, signals, watchdog.tick)
     except RoleTaken as e:
         print(f"tagpipe writer: {e}", file=sys.stderr)
         return exitcodes.ROLE_TAKEN
     if consumer is None:
         log.info("stopped while waiting for the ring")
         return exitcodes.OK
-    watchdog = sdnotify.Watchdog()
     writer = Writer(consumer, make_sink(settings), settings, stop=signals, tick=watchdog.tick)
     try:
         writer.start()
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 if consumer.replaced():
                     log.warning("ring %r was replaced; attaching to the new one", settings.ring_name)
                     consumer.close()
-                    consumer = _attach(settings, signals)
+                    consumer = _attach(settings, signals, watchdog.tick)
                     if consumer is None:
                         break
                     writer.attach(consumer)
