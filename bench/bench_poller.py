@@ -8,7 +8,7 @@
 2. Modbus: one pymodbus TCP server on 127.0.0.1 in its own process, 1,000 tags
    (600 int16 + 200 float32 holding registers, 200 coils). Poll duration and values/s for
    a full poll into the ring (read + decode + deadband + publish), contiguous tags
-   (coalesced into 9 requests) side by side with the same 1,000 tags scattered one
+   (coalesced into 10 requests: a 32-bit tag never straddles two) side by side with the same 1,000 tags scattered one
    register apart (1,000 requests: what a poller without coalescing would send).
 """
 
