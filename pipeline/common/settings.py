@@ -45,6 +45,19 @@ def _ident(v: str) -> str | None:
     return None
 
 
+def _fits_shared_memory(v: int) -> str | None:
+    # Compared with the size of /dev/shm, not its free space: the ring this poller
+    # already owns may be what fills it. 16384 header bytes + 64 per record (shm.layout).
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    need, total = 16384 + 64 * v, st.f_blocks * st.f_frsize
+    if need > total:
+        return f"needs {need // 1_000_000} MB of shared memory; /dev/shm holds only {total // 1_000_000} MB"
+    return None
+
+
 def _ring(v: str) -> str | None:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
         return "must be 1-64 characters of A-Z a-z 0-9 _ -"
@@ -107,7 +120,7 @@ def _oracle_columns_reason(v: str) -> str | None:
 SETTINGS: list[Setting] = [
     # --- ring ---
     Setting("RING_NAME", "str", "tagpipe", "Which shared-memory ring to create or attach (/dev/shm/NAME.ring).", check=_ring),
-    Setting("BUFFER_MAX_SIZE", "int", 100_000, "Ring capacity in records (64 bytes each).", 16, 50_000_000),
+    Setting("BUFFER_MAX_SIZE", "int", 100_000, "Ring capacity in records (64 bytes each).", 16, 50_000_000, check=_fits_shared_memory),
     Setting("BUFFER_ALERT_THRESHOLD", "float", 80.0, "Ring fill (%) above which a warning is logged and health degrades.", 1.0, 100.0),
     # --- writer ---
     Setting("BUFFER_BATCH_SIZE", "int", 500, "Records per batch normally; a batch goes when this many wait.", 1, 100_000),
@@ -195,7 +208,8 @@ def parse_dotenv(path: str) -> dict[str, str]:
             key, sep, value = line.partition("=")
             key = key.strip()
             if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ConfigError(f"{path}:{lineno}", raw.rstrip("\n"), "is not a KEY=VALUE line")
+                # Not echoed: the line may be a password that lost its "KEY=".
+                raise ConfigError(f"{path}:{lineno}", "", "is not a KEY=VALUE line", secret=True)
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
                 value = value[1:-1]
