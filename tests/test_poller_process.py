@@ -180,3 +180,79 @@ timeout_s = 15
     assert last["value"] == 4242 and last["quality"] == QUALITY_GOOD
     assert last["ts_us"] < signal_us  # stamped when the poll started, before the signal
     assert not math.isnan(recs[recs["tag_address"] == b"D1"][-1]["value"])
+
+
+def test_foreign_file_in_place_of_the_ring_exits_3_with_the_reason(tmp_path, ring_name):
+    with open(f"/dev/shm/{ring_name}.ring", "wb") as fh:
+        fh.write(b"not a ring" * 4000)
+    res = run(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name)
+    assert res.returncode == 3, res.stderr
+    line = [ln for ln in res.stderr.splitlines() if ln.startswith("tagpipe poller:")]
+    assert len(line) == 1 and "not a tagpipe ring" in line[0] and ring_name in line[0]
+
+
+def test_not_enough_shared_memory_exits_2_naming_buffer_max_size(ring_name, monkeypatch, capsys):
+    # /dev/shm here is larger than the biggest ring allowed, so the shortage is simulated
+    # at the one edge that measures it.
+    import logging
+
+    import shm.segment
+    from pipeline.poller.__main__ import open_ring
+
+    monkeypatch.setattr(shm.segment, "shm_free_bytes", lambda: 1_000_000)
+
+    from types import SimpleNamespace
+
+    settings = SimpleNamespace(ring_name=ring_name, buffer_max_size=100_000, buffer_alert_threshold=80.0)
+    with pytest.raises(SystemExit) as ei:
+        open_ring(settings, logging.getLogger("test"))
+    assert ei.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "BUFFER_MAX_SIZE=100000" in err[0]
+    assert not ring_exists(ring_name)
+
+
+def test_ready_notification_and_heartbeat_while_the_only_plc_hangs(tmp_path, ring_name):
+    import socket
+
+    from tests.poller_helpers.modbus_server import Blackhole
+
+    sock_path = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(sock_path)
+    notify.settimeout(30)
+    hole = Blackhole()
+    tags = tmp_path / "tags.toml"
+    tags.write_text(f"""
+[[plcs]]
+code = "HUNG"
+host = "127.0.0.1"
+port = {hole.port}
+timeout_s = 10
+  [[plcs.groups]]
+  interval_s = 1
+  tags = [ {{ address = "D0", type = "uint16" }} ]
+""")
+    proc = spawn(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name, TAGS_FILE=str(tags), NOTIFY_SOCKET=sock_path,
+                 SHUTDOWN_TIMEOUT="1")
+    try:
+        msg = notify.recv(4096).decode()
+        assert "READY=1" in msg
+        assert ring_exists(ring_name)  # ready only once the ring is open
+        with Observer(ring_name) as obs:
+            beats = []
+            for _ in range(12):  # 3 s, while the only poll waits 10 s for its answer
+                beats.append(obs.snapshot().fields["producer.heartbeat_us"])
+                time.sleep(0.25)
+        assert len(set(beats)) >= 6 and max(np.diff(beats)) < 1_000_000
+        # The stuck poll is abandoned after SHUTDOWN_TIMEOUT: the stop stays bounded.
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and time.monotonic() - t0 < 8
+        assert "abandoning that poll" in err
+        assert "STOPPING=1" in notify.recv(4096).decode()
+    finally:
+        stop(proc)
+        hole.close()
+        notify.close()
