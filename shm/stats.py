@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import layout as L
-from .ring import Snapshot
+from .ring import Snapshot, now_us
 
 US = 1_000_000
 WRITER_WINDOW_S = L.WRITER_BUCKETS * L.WRITER_BUCKET_S  # 300 s: the seed's 5-minute window
@@ -300,12 +300,13 @@ class HealthEvaluator:
             self._on.add(code)
         return code in self._on
 
-    def evaluate(self, fig: dict | None) -> Health:
-        """Health of the figures from ``figures()`` (None: the ring does not exist)."""
+    def evaluate(self, fig: dict | None, missing: str = "ring missing: no poller has created it") -> Health:
+        """Health of the figures from ``figures()``; ``fig`` None means the ring cannot be
+        read, and ``missing`` says why."""
         t = self.thresholds
         if fig is None:
             self._on.clear()
-            return Health(UNHEALTHY, [Check("ring_missing", UNHEALTHY, "ring missing: no poller has created it")], False, False, False, False)
+            return Health(UNHEALTHY, [Check("ring_missing", UNHEALTHY, missing)], False, False, False, False)
         checks: list[Check] = []
         buf, wr, lag = fig["buffer"], fig["writer_state"], fig["lag"]
         poller, writer = fig["roles"]["poller"], fig["roles"]["writer"]
@@ -383,6 +384,7 @@ __all__ = [
     "Thresholds",
     "buffer_status",
     "figures",
+    "now_us",
     "oldest_unwritten_us",
     "overflow_window",
     "peek_pending_ts_us",
