@@ -29,10 +29,18 @@ RATE_TOLERANCE = 0.95  # load mode: below this share of the asked rate the check
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m pipeline.poller", description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=float, help="load mode: values per second (0: as fast as possible)")
-    ap.add_argument("--duration", type=float, default=60.0, help="load mode: seconds to run (default 60)")
+    ap.add_argument("--duration", type=float, help="load mode: seconds to run (default 60)")
     ap.add_argument("--check", action="store_true", help="validate the tag definitions and exit")
     ns = ap.parse_args(argv)
-    if ns.rate is not None and (ns.rate < 0 or ns.rate > 1e9):
+    if ns.rate is None:
+        if ns.duration is not None:
+            ap.error("--duration goes with --rate (load mode)")
+        return ns
+    if ns.check:
+        ap.error("--check validates TAGS_FILE; load mode (--rate) does not read it")
+    if ns.duration is None:
+        ns.duration = 60.0
+    if not 0 <= ns.rate <= 1e9:
         ap.error(f"--rate {ns.rate:g}: must be between 0 and 1e9")
     if not 0 < ns.duration <= 7 * 86_400:
         ap.error(f"--duration {ns.duration:g}: must be more than 0 and at most a week")
