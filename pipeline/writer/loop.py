@@ -42,6 +42,7 @@ log = logging.getLogger("tagpipe.writer.loop")
 
 DISK_RETRY_S = 2.0  # after a failed backup write, wait this long before trying again
 RETENTION_SWEEP_S = 600.0
+RESCAN_S = 2.0  # how often the backup folder is listed for files placed by others
 
 
 class Writer:
@@ -77,6 +78,7 @@ class Writer:
         self.max_wait_s = 0.25
         self._disk_retry_at = 0.0
         self._next_sweep = 0.0
+        self._next_rescan = clock() + RESCAN_S
         self._last_gauges = 0.0
         self.outage_started_us = 0
 
@@ -323,6 +325,13 @@ class Writer:
     def _housekeeping(self) -> None:
         now = self.clock()
         self.disk.check()
+        if now >= self._next_rescan:
+            self._next_rescan = now + RESCAN_S
+            try:
+                if self.spool.rescan() and not self.circuit_open:
+                    self.metrics.db_state("replaying")
+            except OSError as e:
+                log.warning("cannot list %s: %s", self.s.backup_file_path, e)
         if now >= self._next_sweep:
             self._next_sweep = now + RETENTION_SWEEP_S
             self.spool.remove_expired()

@@ -127,11 +127,14 @@ def parse_corrected(path: str) -> tuple[list[list[str]], list[str]]:
             if not any(c.strip() for c in row):
                 continue
             fields = [c.strip() for c in row[:5]] + [""] * (5 - len(row[:5]))
+            check = fields
             if not any(fields) and raw_col is not None and raw_col < len(row):
+                # A corrupt backup line: the operator fixed its text in ``raw``.
                 raw = row[raw_col]
-                fields = (next(csv.reader([raw])) if '"' in raw else raw.split(","))[:5]
+                check = next(csv.reader([raw])) if '"' in raw else raw.split(",")
+                fields = check[:5]
             try:
-                B.parse_line(fields, line_no, 1)
+                B.parse_line(check, line_no, 1)
             except (ValueError, OverflowError) as e:
                 problems.append(f"line {line_no}: {e}")
                 continue

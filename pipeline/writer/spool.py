@@ -53,6 +53,20 @@ class Spool:
         if self.pending:
             log.info("%d backup files with %d rows wait for replay in %s", len(self.pending), sum(self.rows.values()), self.folder)
 
+    def rescan(self) -> int:
+        """Pick up files placed by others (``quarantine write-back``, an operator copying a
+        file back). Returns how many were new. Raises OSError."""
+        known = set(self.pending) | ({self.active.name} if self.active else set())
+        new = [n for n in B.list_backups(self.folder) if n not in known]
+        for name in new:
+            path = self.path(name)
+            self.rows[name] = B.count_rows(path)
+            self.first_ts[name] = _first_ts(path)
+            log.info("new backup file %s (%d rows) queued for replay", name, self.rows[name])
+        if new:
+            self.pending = sorted(self.pending + new, key=lambda n: B.name_key(n) or ("", 0))
+        return len(new)
+
     def has_work(self) -> bool:
         return bool(self.pending) or self.active is not None
 
