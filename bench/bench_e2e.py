@@ -1,0 +1,227 @@
+"""End to end: ``python -m pipeline --rate R --duration S`` (simulator load mode -> ring -> SQLite).
+
+    make bench BENCH_ARGS="e2e"                                   # 300,000 values/s for 60 s
+    make bench BENCH_ARGS="e2e --rate=250000 --duration=60 --buffer-size=1000000"
+    make bench BENCH_ARGS="e2e --logging-experiment"              # multiprocessing-logging vs SIGKILL
+
+All three processes run as the supervisor's children on this machine, exactly as
+``make run`` runs them (SQLite in a temporary folder, a ring of its own). Reported:
+committed values/s over the load (and its slowest 10-second window), values lost (must be
+0: every published value is checked in SQLite exactly once), peak resident memory (VmHWM)
+of each process, and the time from start to the first committed value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _hwm_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def _counters(ring: str) -> dict | None:
+    from shm import Observer, RingError
+
+    try:
+        with Observer(ring) as obs:
+            f = obs.snapshot().fields
+    except (RingError, OSError, ValueError):
+        return None
+    return {k: int(f[k]) for k in ("epoch", "producer.published", "consumer.committed", "consumer.delivered",
+                                      "consumer.lost", "consumer.padding", "producer.overwritten")}
+
+
+def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
+    ring = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="tagpipe-bench-e2e-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORACLE_", "BUFFER_", "RING_", "WEB_", "SQLITE_", "BACKUP_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env.update(RING_NAME=ring, WEB_PORT=str(_free_port()), PYTHONPATH=str(REPO), LOG_LEVEL="INFO")
+    if buffer_size:
+        env["BUFFER_MAX_SIZE"] = str(buffer_size)
+    cmd = [sys.executable, "-m", "pipeline", "--rate", f"{rate:g}", "--duration", f"{duration:g}"]
+    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; other engineers' tests may be running)")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pids: dict[str, int] = {"supervisor": proc.pid}
+    log_tail: list[str] = []
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            log_tail.append(line.rstrip())
+            del log_tail[:-40]
+            m = re.search(r"started (\w+) \(pid (\d+)", line)
+            if m:
+                pids[m.group(1)] = int(m.group(2))
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    hwm: dict[str, int] = {}
+    samples: list[tuple[float, int]] = []  # (t, delivered)
+    first_commit_s = None
+    try:
+        while proc.poll() is None:
+            for name, pid in list(pids.items()):
+                v = _hwm_kib(pid)
+                if v:
+                    hwm[name] = max(hwm.get(name, 0), v)
+            c = _counters(ring)
+            now = time.monotonic() - t0
+            if c:
+                samples.append((now, c["consumer.delivered"]))
+                if first_commit_s is None and c["consumer.delivered"] > 0:
+                    first_commit_s = now
+            if now > duration + 120:
+                print("timed out: stopping the run", file=sys.stderr)
+                proc.send_signal(signal.SIGINT)
+                proc.wait(60)
+                break
+            time.sleep(0.2)
+        code = proc.wait(60)
+        final = _counters(ring)
+        if final is None:
+            print("the ring is gone: no figures", file=sys.stderr)
+            return 1
+        rows = sqlite3.connect(work / "data" / "tagpipe.db").execute(
+            "SELECT COUNT(*), COUNT(DISTINCT SEQ) FROM TAG_DATA WHERE RING_EPOCH = ?", (final["epoch"],)).fetchone()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        from shm import delete_ring
+
+        delete_ring(ring, force=True)
+    expected = final["producer.published"] - final["consumer.padding"]
+    lost = expected - rows[1]  # published values missing from SQLite (the truth)
+    moving = [(t, d) for t, d in samples if 0 < d < expected]
+    t_first, t_last = (moving[0][0], moving[-1][0]) if len(moving) > 1 else (0.0, 0.0)
+    sustained = (moving[-1][1] - moving[0][1]) / (t_last - t_first) if t_last > t_first else 0.0
+    windows = []
+    for t, d in moving:
+        later = [(t2, d2) for t2, d2 in moving if t2 >= t + 10]
+        if later:
+            t2, d2 = later[0]
+            windows.append((d2 - d) / (t2 - t))
+    print(f"command: {' '.join(cmd)}  (cwd: a temporary folder; RING_NAME={ring}{f', BUFFER_MAX_SIZE={buffer_size}' if buffer_size else ''})")
+    print(f"exit code {code}; published {final['producer.published']:,}; in SQLite {rows[0]:,} rows ({rows[1]:,} distinct);"
+          f" lost {lost:,} (ring: consumer.lost {final['consumer.lost']:,}, producer.overwritten {final['producer.overwritten']:,})")
+    print(f"sustained committed: {sustained:,.0f} values/s over {t_last - t_first:.1f} s"
+          + (f"; slowest 10 s window {min(windows):,.0f} values/s" if windows else ""))
+    print(f"time from start to the first committed value: {first_commit_s:.2f} s" if first_commit_s else "no value committed")
+    print("peak resident memory (VmHWM): " + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in sorted(hwm.items())))
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if code != 0 or lost or rows[0] != rows[1] or rows[0] != expected:
+        print("FAILED: values lost or duplicated, or a bad exit code; last log lines:\n" + "\n".join(log_tail[-15:]), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _mplog_child_noisy() -> None:
+    import logging
+
+    log = logging.getLogger("noisy")
+    i = 0
+    while True:
+        log.info("noisy line %d %s", i, "x" * 200)
+        i += 1
+        time.sleep(0.001)
+
+
+def _mplog_child_steady() -> None:
+    import logging
+
+    log = logging.getLogger("steady")
+    i = 0
+    while True:
+        log.info("steady line %d", i)
+        i += 1
+        time.sleep(0.01)
+
+
+def logging_experiment(kills: int) -> int:
+    """multiprocessing-logging (fork, one shared queue): SIGKILL a logging child repeatedly
+    and watch whether another child's lines still arrive. Prints after how many kills they
+    stopped for good (DESIGN.md section 9), or that they never did."""
+    import logging
+    import multiprocessing as mp
+
+    import multiprocessing_logging
+
+    counts: dict[str, int] = {}
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            counts[record.name] = counts.get(record.name, 0) + 1
+
+    ctx = mp.get_context("fork")
+    mp.set_start_method("fork", force=True)
+    root = logging.getLogger()
+    root.handlers[:] = [Count()]
+    root.setLevel("INFO")
+    multiprocessing_logging.install_mp_handler()
+    steady = ctx.Process(target=_mplog_child_steady)
+    steady.start()
+    wedged_after = None
+    try:
+        for k in range(1, kills + 1):
+            noisy = ctx.Process(target=_mplog_child_noisy)
+            noisy.start()
+            time.sleep(0.05 + (k % 7) * 0.013)
+            os.kill(noisy.pid, signal.SIGKILL)
+            noisy.join()
+            before = counts.get("steady", 0)
+            time.sleep(2.0)
+            if counts.get("steady", 0) == before:
+                wedged_after = k
+                break
+    finally:
+        os.kill(steady.pid, signal.SIGKILL)
+        steady.join()
+    print("command: make bench BENCH_ARGS=\"e2e --logging-experiment\"")
+    if wedged_after:
+        print(f"multiprocessing-logging: the steady child's lines stopped for good after {wedged_after} SIGKILL(s) of another child")
+    else:
+        print(f"multiprocessing-logging: lines kept flowing through {kills} SIGKILLs")
+    os._exit(0)  # the wedged queue's feeder threads would block interpreter exit
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench e2e", description=__doc__.split("\n")[0])
+    p.add_argument("--rate", type=float, default=300_000, help="values/s the simulator's load mode publishes")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    p.add_argument("--buffer-size", type=int, default=None, help="BUFFER_MAX_SIZE for the run (default: the setting's default)")
+    p.add_argument("--logging-experiment", action="store_true", help="only the multiprocessing-logging SIGKILL experiment")
+    p.add_argument("--kills", type=int, default=100, help="logging experiment: SIGKILLs to try")
+    args = p.parse_args(argv or [])
+    if args.logging_experiment:
+        return logging_experiment(args.kills)
+    return run_e2e(args.rate, args.duration, args.buffer_size)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
