@@ -1,0 +1,343 @@
+"""The Oracle sink: python-oracledb in Thin mode, exactly once through a cursor table.
+
+One ``write`` is one transaction on one pooled connection:
+
+1. ``SELECT NEXT_SEQ FROM <cursor table> WHERE RING_EPOCH = :e FOR UPDATE WAIT n``:
+   records with ``seq < NEXT_SEQ`` are already in the table (reported as duplicates, not
+   sent). The row lock makes a second session (e.g. after an unknown commit outcome, while
+   the first session's transaction is still alive in the database) wait for the first one
+   to end instead of reading a stale position.
+2. ``executemany(INSERT ..., batcherrors=True)`` for the rest, input sizes declared
+   (TIMESTAMP keeps microseconds; NULLs typed). Rows the database rejects (ORA-12899,
+   ORA-01438, ORA-01400, ...) and rows that cannot be bound at all (non-finite value,
+   time out of range, unknown quality) go to ``on_rejected`` *before* the commit.
+3. The cursor row is set to ``max(seq) + 1`` and the transaction committed explicitly
+   (with batcherrors nothing commits by itself).
+
+If the connection is lost during the commit, the outcome is unknown: a fresh connection
+reads the cursor (waiting for the old session's lock): advanced -> committed, the result
+is returned; not advanced -> TransientSinkError, the writer sends the batch again.
+The writer delivers the seqs of one epoch in increasing order, which this relies on.
+
+The writer never runs DDL here: the tables come from ``sql/`` (or exist already, mapped
+with ORACLE_COLUMNS). Thin mode only: ``init_oracle_client`` is never called.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import oracledb
+
+from pipeline.common.settings import parse_oracle_columns
+from shm.layout import FLAG_NULL, QUALITY_BAD
+
+from ..oracle_errors import PERMANENT, classify, first_line, full_code, is_connection_lost, scrub
+from .base import OnRejected, PermanentSinkError, RowError, SinkError, TransientSinkError, WriteResult
+
+log = logging.getLogger("tagpipe.oracle")
+
+QUALITY_TEXT = np.array(["", "GOOD", "BAD", "UNCERTAIN"], dtype=object)
+STR_SIZE = 64  # bind buffer for PLC code / tag address (records hold at most 16 bytes)
+# datetime64[us] -> datetime works for years 1..9999 only.
+TS_MIN_US = int(np.datetime64("0001-01-01T00:00:00", "us").astype(np.int64))
+TS_MAX_US = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype(np.int64))
+
+
+class _CommitLost(Exception):
+    """The connection died during COMMIT: the outcome must be read from the cursor."""
+
+    def __init__(self, failure: BaseException, end: int, result: WriteResult) -> None:
+        super().__init__(str(failure))
+        self.failure, self.end, self.result = failure, end, result
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """Connection and table settings (from ``load_settings()``)."""
+
+    user: str
+    password: str
+    dsn: str
+    pool_min: int = 2
+    pool_max: int = 5
+    table: str = "TAG_DATA"
+    cursor_table: str = "TAGPIPE_CURSOR"
+    columns: str = ""
+    call_timeout_ms: int = 30_000
+    connect_timeout_s: float = 10.0
+    pool_wait_ms: int = 5_000
+    expire_time_min: int = 2
+    wallet_location: str = ""
+    wallet_password: str = ""
+    config_dir: str = ""
+
+    @classmethod
+    def from_settings(cls, s: Any) -> "OracleConfig":
+        dsn = s.oracle_dsn or f"{s.oracle_host}:{s.oracle_port}/{s.oracle_service_name}"
+        return cls(
+            s.oracle_username, s.oracle_password, dsn, s.oracle_pool_min, s.oracle_pool_max, s.oracle_table,
+            s.oracle_cursor_table, s.oracle_columns, s.oracle_call_timeout_ms, s.oracle_connect_timeout_s,
+            s.oracle_pool_wait_ms, s.oracle_expire_time_min, s.oracle_wallet_location, s.oracle_wallet_password,
+            s.oracle_config_dir,
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password, self.wallet_password)
+
+    @property
+    def lock_wait_s(self) -> int:
+        """FOR UPDATE WAIT: well inside the call timeout, so a held lock is a clean ORA-30006."""
+        return max(1, min(30, self.call_timeout_ms // 3000))
+
+    def __repr__(self) -> str:  # never show the passwords
+        return f"OracleConfig(user={self.user!r}, dsn={self.dsn!r}, table={self.table!r}, cursor_table={self.cursor_table!r})"
+
+
+class OracleSink:
+    """Sink protocol implementation for Oracle. Methods block at most the configured
+    pool wait + connect timeout + call timeout per database call."""
+
+    kind = "oracle"
+
+    def __init__(self, config: OracleConfig) -> None:
+        self.cfg = config
+        self.mapping = parse_oracle_columns(config.columns)
+        self.targets = [(logical, col) for logical, col in self.mapping.items() if col]
+        self.insert_sql = (
+            f"INSERT INTO {config.table} (" + ", ".join(c for _, c in self.targets) + ") VALUES ("
+            + ", ".join(f":{i + 1}" for i in range(len(self.targets))) + ")"
+        )
+        ct = config.cursor_table
+        self.read_cursor_sql = f"SELECT NEXT_SEQ FROM {ct} WHERE RING_EPOCH = :1 FOR UPDATE WAIT {config.lock_wait_s}"
+        self.update_cursor_sql = f"UPDATE {ct} SET NEXT_SEQ = :1, UPDATED_AT = :2 WHERE RING_EPOCH = :3"
+        self.insert_cursor_sql = f"INSERT INTO {ct} (RING_EPOCH, NEXT_SEQ, UPDATED_AT) VALUES (:1, :2, :3)"
+        self.pool: oracledb.ConnectionPool | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "OracleSink":
+        return cls(OracleConfig.from_settings(settings))
+
+    def describe(self) -> str:
+        """Who and where, for logs (never the password)."""
+        return f"{self.cfg.user}@{self.cfg.dsn} table {self.cfg.table}"
+
+    # --- pool ---
+    def open(self) -> None:
+        """Create the pool. Succeeds while the database is down (connections are made in
+        the background); raises PermanentSinkError for a configuration it cannot use."""
+        if self.pool is not None:
+            return
+        extra: dict[str, Any] = {}
+        if self.cfg.config_dir:
+            extra["config_dir"] = self.cfg.config_dir
+        if self.cfg.wallet_location:
+            extra["wallet_location"] = self.cfg.wallet_location
+        if self.cfg.wallet_password:
+            extra["wallet_password"] = self.cfg.wallet_password
+        try:
+            self.pool = oracledb.create_pool(
+                user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
+                min=self.cfg.pool_min, max=self.cfg.pool_max, increment=1,
+                getmode=oracledb.POOL_GETMODE_TIMEDWAIT, wait_timeout=self.cfg.pool_wait_ms,
+                tcp_connect_timeout=self.cfg.connect_timeout_s, expire_time=self.cfg.expire_time_min,
+                **extra,
+            )
+        except oracledb.Error as exc:
+            err = classify(exc, "cannot create the connection pool", self.cfg.secrets)
+            raise PermanentSinkError(str(err), err.code) from None
+
+    @contextmanager
+    def connection(self, call_timeout_ms: int | None = None) -> Iterator[oracledb.Connection]:
+        """A pooled connection with a call timeout. On any error the connection is
+        dropped (rolled back by the database), never returned to the pool half-used.
+        Raises TransientSinkError / PermanentSinkError for acquire failures."""
+        self.open()
+        assert self.pool is not None
+        try:
+            conn = self.pool.acquire()
+        except oracledb.Error as exc:
+            raise classify(exc, f"cannot connect to {self.cfg.dsn}", self.cfg.secrets) from None
+        conn.call_timeout = call_timeout_ms or self.cfg.call_timeout_ms
+        ok = False
+        try:
+            yield conn
+            ok = True
+        except oracledb.Error as exc:
+            raise classify(exc, "database call", self.cfg.secrets) from None
+        finally:
+            self._give_back(conn, ok)
+
+    def _give_back(self, conn: oracledb.Connection, ok: bool) -> None:
+        if not ok:
+            # Roll back explicitly before letting go: a clean logoff COMMITS what a
+            # session left open (Oracle's rule), and the client only sends a rollback
+            # of its own when it knows a transaction is open.
+            try:
+                conn.rollback()
+            except oracledb.Error:
+                pass  # dead connection: the database rolls back when it notices
+        try:
+            if ok:
+                self.pool.release(conn)  # type: ignore[union-attr]
+            else:
+                self.pool.drop(conn)  # type: ignore[union-attr]
+        except oracledb.Error:
+            pass  # a dead connection: the pool has already let go of it
+
+    def probe(self) -> bool:
+        """True if the database answers a ping within a few seconds now. Never raises."""
+        try:
+            with self.connection(min(self.cfg.call_timeout_ms, 5_000)) as conn:
+                conn.ping()
+            return True
+        except (SinkError, oracledb.Error):
+            return False
+
+    def close(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            try:
+                pool.close(force=True)
+            except oracledb.Error:
+                pass
+
+    # --- writing ---
+    def write(self, epoch: int, records: np.ndarray, on_rejected: OnRejected | None = None) -> WriteResult:
+        """Insert ``records`` of identity stream ``epoch`` exactly once and commit.
+
+        Raises TransientSinkError (nothing committed, or the outcome could not be
+        established: send the batch again later) or PermanentSinkError (configuration).
+        Exceptions raised by ``on_rejected`` abort the batch (rolled back) and propagate.
+        """
+        if len(records) == 0:
+            return WriteResult()
+        try:
+            return self._write(int(epoch), records, on_rejected)
+        except _CommitLost as lost:
+            return self._resolve(int(epoch), lost.end, lost.result, lost.failure)
+
+    def _write(self, epoch: int, records: np.ndarray, on_rejected: OnRejected | None) -> WriteResult:
+        with self.connection() as conn:
+            cur = conn.cursor()
+            try:
+                next_seq, exists = self._read_cursor(cur, epoch)
+            except oracledb.Error as exc:
+                raise classify(exc, f"reading {self.cfg.cursor_table}", self.cfg.secrets) from None
+            seqs = records["seq"]
+            fresh = np.nonzero(seqs >= next_seq)[0]
+            duplicates = len(records) - len(fresh)
+            if len(fresh) == 0:
+                conn.rollback()  # releases the cursor row lock
+                return WriteResult(duplicates=duplicates)
+            rows, sent, rejected = self._binds(epoch, records, fresh)
+            if rows:
+                try:
+                    cur.setinputsizes(*self._input_sizes())
+                    cur.executemany(self.insert_sql, rows, batcherrors=True)
+                except oracledb.Error as exc:
+                    raise classify(exc, f"inserting into {self.cfg.table}", self.cfg.secrets) from None
+                for e in cur.getbatcherrors():
+                    if e.full_code in PERMANENT:
+                        # A configuration fault (no table, column or privilege) is never a
+                        # bad row: quarantining every row for it would be wrong. Oracle
+                        # raises these for the statement; seerdb's server per row.
+                        raise PermanentSinkError(scrub(f"inserting into {self.cfg.table}: {first_line(e)}", self.cfg.secrets), e.full_code)
+                    rejected.append(RowError(int(sent[e.offset]), e.full_code, first_line(e)))
+            rejected.sort(key=lambda r: r.index)
+            if rejected and on_rejected is not None:
+                on_rejected(records[[r.index for r in rejected]], rejected)
+            end = int(seqs[fresh].max()) + 1
+            result = WriteResult(written=len(fresh) - len(rejected), duplicates=duplicates, rejected=rejected)
+            try:
+                self._advance_cursor(cur, epoch, end, exists)
+            except oracledb.Error as exc:
+                raise classify(exc, f"updating {self.cfg.cursor_table}", self.cfg.secrets) from None
+            try:
+                conn.commit()
+            except oracledb.Error as exc:
+                if not is_connection_lost(full_code(exc)):
+                    raise classify(exc, "commit", self.cfg.secrets) from None
+                lost = _CommitLost(exc, end, result)
+            else:
+                return result
+            raise lost  # leaves the with block as an error: the dead connection is dropped
+    def _resolve(self, epoch: int, end: int, result: WriteResult, failure: BaseException) -> WriteResult:
+        code = full_code(failure)
+        log.warning("commit outcome unknown (%s); reading %s for epoch %d", code, self.cfg.cursor_table, epoch)
+        try:
+            with self.connection() as conn:
+                cur = conn.cursor()
+                next_seq, _ = self._read_cursor(cur, epoch)
+                conn.rollback()
+        except oracledb.Error as exc:
+            raise classify(exc, "commit outcome unknown and the cursor could not be read", self.cfg.secrets) from None
+        except SinkError as exc:
+            raise TransientSinkError(f"commit outcome unknown and the cursor could not be read: {exc}", exc.code) from None
+        if next_seq >= end:
+            log.info("commit outcome resolved: committed (cursor at %d)", next_seq)
+            return result
+        raise TransientSinkError(scrub(f"commit failed, nothing committed (cursor at {next_seq}): {first_line(failure)}", self.cfg.secrets), code)
+
+    def _read_cursor(self, cur: oracledb.Cursor, epoch: int) -> tuple[int, bool]:
+        """(NEXT_SEQ, row exists) for ``epoch``, locking the row until commit/rollback."""
+        cur.execute(self.read_cursor_sql, [epoch])
+        row = cur.fetchone()
+        return (int(row[0]), True) if row else (0, False)
+
+    def _advance_cursor(self, cur: oracledb.Cursor, epoch: int, end: int, exists: bool) -> None:
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        cur.setinputsizes(None, oracledb.DB_TYPE_TIMESTAMP, None)
+        if exists:
+            cur.execute(self.update_cursor_sql, [end, now, epoch])
+        else:
+            # A concurrent creator of the same row shows up as ORA-00001 here (after
+            # waiting for it): classified transient, the batch is retried and reads it.
+            cur.setinputsizes(None, None, oracledb.DB_TYPE_TIMESTAMP)
+            cur.execute(self.insert_cursor_sql, [epoch, end, now])
+
+    def _input_sizes(self) -> list[Any]:
+        sizes = {"TS": oracledb.DB_TYPE_TIMESTAMP, "PLC_CODE": STR_SIZE, "TAG_ADDRESS": STR_SIZE,
+                 "TAG_VALUE": oracledb.DB_TYPE_NUMBER, "QUALITY": 16,
+                 "RING_EPOCH": oracledb.DB_TYPE_NUMBER, "SEQ": oracledb.DB_TYPE_NUMBER}
+        return [sizes[logical] for logical, _ in self.targets]
+
+    def _binds(self, epoch: int, records: np.ndarray, fresh: np.ndarray) -> tuple[list[tuple], np.ndarray, list[RowError]]:
+        """Bind rows for ``records[fresh]``, the batch index of each, and the rows that
+        cannot be bound (reported like database rejections, with TAGPIPE-* codes)."""
+        sub = records[fresh]
+        ts_us, value, quality = sub["ts_us"], sub["value"], sub["quality"]
+        null = (quality == QUALITY_BAD) | ((sub["flags"] & FLAG_NULL) != 0)
+        bad_ts = (ts_us < TS_MIN_US) | (ts_us > TS_MAX_US)
+        bad_q = (quality < 1) | (quality > 3)
+        bad_v = ~null & ~np.isfinite(value)
+        bad = bad_ts | bad_q | bad_v
+        rejected = [
+            RowError(int(fresh[i]), *(
+                ("TAGPIPE-TIME", f"timestamp {int(ts_us[i])} us is outside years 1-9999") if bad_ts[i] else
+                ("TAGPIPE-QUALITY", f"unknown quality code {int(quality[i])}") if bad_q[i] else
+                ("TAGPIPE-VALUE", f"value {float(value[i])!r} is not a finite number")))
+            for i in np.nonzero(bad)[0]
+        ]
+        keep = ~bad
+        sub, null = sub[keep], null[keep]
+        cols: dict[str, list] = {}
+        cols["TS"] = np.clip(sub["ts_us"], TS_MIN_US, TS_MAX_US).astype("datetime64[us]").tolist()
+        cols["PLC_CODE"] = [b.decode("ascii", "replace") for b in sub["plc_code"].tolist()]
+        cols["TAG_ADDRESS"] = [b.decode("ascii", "replace") for b in sub["tag_address"].tolist()]
+        values = sub["value"].tolist()
+        for i in np.nonzero(null)[0].tolist():
+            values[i] = None
+        cols["TAG_VALUE"] = values
+        cols["QUALITY"] = QUALITY_TEXT[sub["quality"]].tolist()
+        cols["RING_EPOCH"] = [epoch] * len(sub)
+        cols["SEQ"] = sub["seq"].tolist()
+        rows = list(zip(*(cols[logical] for logical, _ in self.targets)))
+        return rows, fresh[keep], rejected
