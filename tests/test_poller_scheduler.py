@@ -88,7 +88,9 @@ def test_overrun_is_counted_and_skipped_not_queued(ring_name):
 def test_schedule_does_not_drift(ring_name):
     producer = Producer.open(ring_name, 10_000)
     try:
-        src = SlowSource(1, 0.0)
+        # Reads take 20 ms of a 50 ms interval: polls must still start every 50 ms (a
+        # scheduler that sleeps "interval" after each poll would start one every 70 ms).
+        src = SlowSource(1, 0.02)
         gp = GroupPoller(producer, src, plc_config("FAST", 0.05, 1), 0, 0)
         stamps: list[float] = []
         orig = gp.step
@@ -107,11 +109,9 @@ def test_schedule_does_not_drift(ring_name):
             await task
 
         asyncio.run(go())
-        # Each poll is due at start + k * interval: lateness does not accumulate.
-        k = np.round((np.array(stamps) - stamps[0]) / 0.05)
-        lateness = np.array(stamps) - stamps[0] - k * 0.05
-        assert np.median(lateness) < 0.02
-        assert len(stamps) >= 20 and len(np.unique(k)) == len(k)
+        assert len(stamps) >= 15
+        period = float(np.median(np.diff(stamps)))
+        assert 0.045 <= period <= 0.06, f"polls every {period * 1e3:.1f} ms, scheduled every 50 ms"
     finally:
         producer.close()
 
