@@ -344,8 +344,16 @@ class HealthEvaluator:
         return Health(status, checks, buffer_ok, writer["running"], poller["running"], db_ok)
 
 
-def figures(snap: Snapshot, thresholds: Thresholds | None = None, ring_peek_us: int = 0) -> dict:
-    """Every derived figure of one snapshot, as plain JSON-ready values (no health)."""
+def figures(
+    snap: Snapshot,
+    thresholds: Thresholds | None = None,
+    ring_peek_us: int = 0,
+    alive: Callable[[int], bool] = pid_alive,
+) -> dict:
+    """Every derived figure of one snapshot, as plain JSON-ready values (no health).
+
+    ``alive(pid)`` decides whether a role's pid still runs (a caller answering many
+    requests may pass a cached ``pid_alive``)."""
     t = thresholds or Thresholds()
     f = snap.fields
     buf = buffer_status(snap)
@@ -358,7 +366,7 @@ def figures(snap: Snapshot, thresholds: Thresholds | None = None, ring_peek_us: 
         "buffer": buf,
         "writer_metrics": writer_metrics(snap),
         "writer_state": writer_state(snap),
-        "roles": {r: role_status(snap, r, t.heartbeat_s) for r in ROLES},
+        "roles": {r: role_status(snap, r, t.heartbeat_s, alive) for r in ROLES},
         "lag": {
             "records": buf["current_size"],
             "oldest_unwritten_us": oldest or None,

@@ -242,7 +242,11 @@ def test_killed_writer_makes_health_unhealthy(ring_name, app_for, tmp_path):
         assert r.status_code == 200, r.get_json()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        deadline = time.monotonic() + 10  # pid liveness is cached for half a second
         body = client.get("/api/buffer/health").get_json()
+        while body["status"] == "healthy" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            body = client.get("/api/buffer/health").get_json()
         assert body["status"] == "unhealthy" and body["writer_ok"] is False
         assert body["checks"][0]["code"] == "writer_down"
         assert f"writer process {proc.pid} is gone" in body["reasons"][0]

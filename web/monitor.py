@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from shm import LayoutMismatch, Observer, RingMissing, stats
 
 log = logging.getLogger("tagpipe.web.monitor")
+PID_TTL_S = 0.5
 
 
 @dataclass
@@ -50,6 +51,20 @@ class Monitor:
         self._prev: dict | None = None
         self._last_status: str | None = None
         self._problem_said: str | None = None
+        self._pids: dict[int, tuple[float, bool]] = {}
+
+    def _pid_alive(self, pid: int) -> bool:
+        """``stats.pid_alive`` remembered for PID_TTL_S: reading /proc/<pid>/stat can take
+        a millisecond on a busy machine, and a dead pid is also caught by its heartbeat."""
+        now = time.monotonic()
+        hit = self._pids.get(pid)
+        if hit is not None and now - hit[0] < PID_TTL_S:
+            return hit[1]
+        ok = stats.pid_alive(pid)
+        if len(self._pids) > 16:
+            self._pids.clear()
+        self._pids[pid] = (now, ok)
+        return ok
 
     def _observer(self) -> tuple[Observer | None, str | None]:
         if self._obs is not None and self._obs.replaced():
@@ -78,7 +93,7 @@ class Monitor:
                 return View(self.ring, stats.now_us(), None, health, problem)
             self._problem_said = None
             snap = obs.snapshot()
-            fig = stats.figures(snap, self.thresholds, stats.peek_pending_ts_us(obs, snap))
+            fig = stats.figures(snap, self.thresholds, stats.peek_pending_ts_us(obs, snap), self._pid_alive)
             health = self._health.evaluate(fig)
             return View(self.ring, snap.taken_us, fig, health, None)
 
