@@ -184,6 +184,8 @@ class Poller:
         kinds = self.plant.protocols
         p.set("poller.source_kind", SOURCE_KIND[kinds.pop() if len(kinds) == 1 else "mixed"])
         p.set("poller.started_us", wall_us())
+        # poller.* counters keep growing across restarts (a restart shows in started_us);
+        # the PLC slots start from zero because slot i may now hold another PLC.
         for i, plc in enumerate(self.plant.plcs):
             slot = p.plc_slot(i)
             slot.set_code(plc.code)

@@ -116,6 +116,9 @@ class ModbusPlc:
             except (ModbusException, asyncio.TimeoutError, OSError) as e:
                 self._drop(f"no answer to {rd.kind}:{rd.start}+{rd.count}: {e}")
                 raise SourceUnavailable(self._last_error) from None
+            except Exception as e:  # a client-library surprise must not stop the other PLCs
+                self._drop(f"request {rd.kind}:{rd.start}+{rd.count} failed: {type(e).__name__}: {e}")
+                raise SourceUnavailable(self._last_error) from None
             if rsp.isError():
                 # The PLC answered with an exception (illegal address, busy...): the
                 # connection is fine, only this block's tags are BAD.
