@@ -134,7 +134,8 @@ def _run_load(producer, args, signals: StopSignals, log: logging.Logger) -> int:
              args.duration, producer.name)
     res = gen.run()
     line = (f"load mode: published {res.published:,} values in {res.elapsed_s:.2f} s ="
-            f" {res.rate:,.0f} values/s (asked {res.target_rate:,.0f}; {res.late_ticks} late ticks)")
+            f" {res.rate:,.0f} values/s (asked {f'{res.target_rate:,.0f}' if res.target_rate else 'max'};"
+            f" {res.late_ticks} late ticks)")
     print(line, flush=True)
     log.info("%s", line)
     if signals.requested or not args.rate:

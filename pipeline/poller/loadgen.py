@@ -25,6 +25,7 @@ log = logging.getLogger("tagpipe.poller.load")
 
 LOAD_PLCS = 10
 LOAD_TAGS_PER_PLC = 100
+MAX_TEMPLATE = 2_000_000  # records (128 MB)
 
 
 @dataclass
@@ -53,8 +54,9 @@ class LoadGenerator:
         self.watchdog = sdnotify.Watchdog()
         ntags = LOAD_PLCS * LOAD_TAGS_PER_PLC
         per_tick = int(self.rate * tick_s) + 1 if self.rate > 0 else 10_000
-        # Template long enough for the largest batch; each batch is a slice of it.
-        size = max(per_tick * 4, ntags)
+        # Template long enough for a tick's batch (each batch is a slice of it), capped so
+        # an absurd rate cannot eat the memory: a bigger backlog goes out in several slices.
+        size = min(max(per_tick * 4, ntags), MAX_TEMPLATE)
         self.template = np.zeros(size, dtype=RECORD_DTYPE)
         idx = np.arange(size)
         codes = np.array([f"LOADPLC{i:02d}".encode() for i in range(LOAD_PLCS)], dtype="S16")
@@ -66,15 +68,11 @@ class LoadGenerator:
         self.published = 0
 
     def batch(self, n: int, ts_us: int) -> np.ndarray:
-        """``n`` records stamped ``ts_us`` (a fresh array: publish fills in ``seq``)."""
-        off = self.published % (len(self.template) - n + 1) if n < len(self.template) else 0
-        if n > len(self.template):
-            reps = -(-n // len(self.template))
-            recs = np.tile(self.template, reps)[:n]
-            phase = np.tile(self.phase, reps)[:n]
-        else:
-            recs = self.template[off : off + n].copy()
-            phase = self.phase[off : off + n]
+        """``n`` (at most the template's length) records stamped ``ts_us`` (a fresh array:
+        publish fills in ``seq``)."""
+        off = self.published % (len(self.template) - n + 1)
+        recs = self.template[off : off + n].copy()
+        phase = self.phase[off : off + n]
         recs["ts_us"] = ts_us
         recs["value"] = 50.0 + 40.0 * np.sin(phase + ts_us * 1e-6)
         return recs
@@ -97,7 +95,7 @@ class LoadGenerator:
             else:
                 n = len(self.template) // 4
             if n > 0:
-                self._publish(n)
+                self._publish(min(n, len(self.template)))
             if now - last_beat >= 0.5:
                 p.heartbeat()
                 self.watchdog.tick()
@@ -110,8 +108,8 @@ class LoadGenerator:
                 elif delay < -self.tick_s:
                     late += 1
                     next_tick = self.clock()
-        if total_target is not None and not self.stop_requested() and self.published < total_target:
-            self._publish(total_target - self.published)  # the last tick's share
+        while total_target is not None and not self.stop_requested() and self.published < total_target:
+            self._publish(min(total_target - self.published, len(self.template)))  # the last tick's share
         # Measured to the end of the last publish: a machine that fell behind and topped
         # up at the end shows a lower rate, not a perfect one.
         elapsed = self.clock() - start
