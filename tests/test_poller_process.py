@@ -134,13 +134,14 @@ def test_load_mode_publishes_its_rate_then_exits_0(tmp_path, ring_name):
     assert 1.5 <= span_s <= 4.0  # spread over the duration, not one burst
 
 
-def test_overflow_check_reports_33_3_percent_and_removes_its_ring(tmp_path):
-    res = run(["-m", "pipeline", "overflow-check", "--buffer-size", "1000", "--overflow-count", "500"], tmp_path)
+def test_overflow_check_reports_33_3_percent_and_removes_its_ring(tmp_path, ring_name):
+    res = run(["-m", "pipeline", "overflow-check", "--buffer-size", "1000", "--overflow-count", "500",
+               "--ring", ring_name], tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert re.search(r"overflow rate\s+33\.3 %", res.stdout)
     assert re.search(r"overflow count\s+500\b", res.stdout) and re.search(r"current size\s+1000\b", res.stdout)
     assert "overflow check: OK" in res.stdout
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith("overflowcheck")]
+    assert not ring_exists(ring_name) and not os.path.exists(f"/dev/shm/sem.{ring_name}.doorbell")
 
 
 def test_sigterm_during_a_poll_publishes_that_poll_then_exits_0(tmp_path, ring_name):
