@@ -257,3 +257,18 @@ timeout_s = 10
         stop(proc)
         hole.close()
         notify.close()
+
+
+def test_ring_deleted_under_the_poller_stops_it_with_exit_1(tmp_path, ring_name):
+    from shm import delete_ring
+
+    proc = spawn(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name)
+    try:
+        wait_for(lambda: ring_exists(ring_name), timeout=30)
+        time.sleep(0.5)
+        delete_ring(ring_name, force=True)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert proc.returncode == 1, err
+    assert "was deleted or replaced under the poller" in err

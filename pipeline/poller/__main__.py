@@ -7,7 +7,8 @@
 Exit codes: 0 orderly stop; 2 bad setting or TAGS_FILE (one line on stderr, before the
 ring is opened) or not enough shared memory for BUFFER_MAX_SIZE; 3 the ring needs
 attention (another layout with records waiting); 4 another poller owns the ring;
-6 load mode fell short of its rate.
+6 load mode fell short of its rate; 1 unexpected error, or the ring was deleted under
+the poller (a restart recreates it).
 """
 
 from __future__ import annotations
@@ -114,9 +115,11 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
     async def run() -> bool:
         poller = Poller(producer, plant, sources, signals)
         sdnotify.ready(f"polling {len(plant.plcs)} PLCs, {plant.tag_count} tags")
-        return await poller.run(settings.shutdown_timeout)
+        await poller.run(settings.shutdown_timeout)
+        return poller.ring_lost
 
-    asyncio.run(run())
+    if asyncio.run(run()):
+        return exitcodes.ERROR  # the ring vanished: a restart recreates it
     log.info("stop requested (%s): last polls published", signals.signal_name or "stop")
     return exitcodes.OK
 

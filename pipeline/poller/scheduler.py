@@ -177,6 +177,7 @@ class Poller:
             for g in range(len(plc.groups))
         ]
         self.watchdog = sdnotify.Watchdog()
+        self.ring_lost = False
         self._init_header()
 
     def _init_header(self) -> None:
@@ -198,10 +199,20 @@ class Poller:
     async def _heartbeat(self, stop: asyncio.Event) -> None:
         # Beats even when every group is in a slow poll, so the web process can tell a
         # slow PLC from a dead poller.
+        beats = 0
         while not stop.is_set():
             self.producer.heartbeat()
             self.watchdog.tick()
             if self.stop_requested():
+                stop.set()
+                break
+            beats += 1
+            if beats % 4 == 0 and self.producer.replaced():
+                # Someone deleted the ring (delete-ring --force): records written now
+                # would reach nobody. Stop; the restarted poller creates a new ring.
+                self.ring_lost = True
+                log.error("ring %r was deleted or replaced under the poller: stopping so it is recreated",
+                          self.producer.name)
                 stop.set()
                 break
             try:
