@@ -60,6 +60,7 @@ class GroupPoller:
         self.code = plc.code.encode("ascii")
         self.deadband = Deadband([t.deadband for t in tags], [t.max_silence_s for t in tags])
         self.failing = False
+        self.partial = False
         self.failed_polls = 0
         self.fail_since = 0.0
         self.polls = self.overruns = 0
@@ -133,9 +134,16 @@ class GroupPoller:
                 log.warning("%s does not answer (%s): its %d tags are BAD until it does", self.name, error, self.n)
         if error:
             p.add("poller.poll_errors", 1)
-            if answered:
+        if answered:
+            # The PLC answered but refused part of the group (exception response): those
+            # tags are BAD; said once per episode, like a PLC that does not answer.
+            if error:
                 slot.set("last_error_us", ts)
-                log.debug("%s: %s", self.name, error)
+                if not self.partial:
+                    log.warning("%s answers but refuses part of the group (%s): those tags are BAD", self.name, error)
+            elif self.partial:
+                log.info("%s: every tag reads again", self.name)
+            self.partial = bool(error)
         return k
 
     async def run(self, stop: asyncio.Event) -> None:
