@@ -48,6 +48,12 @@ W_EPOCH = _W["epoch"]
 W_CLAIM = _W["producer.claim"]
 W_PUBLISHED = _W["producer.published"]
 W_COMMITTED = _W["consumer.committed"]
+W_BATCHES = _W["producer.batches"]
+W_OVERWRITTEN = _W["producer.overwritten"]
+W_OVERWRITTEN_UPTO = _W["producer.overwritten_upto"]
+W_PRODUCER_HEARTBEAT = _W["producer.heartbeat_us"]
+W_ALERT_ACTIVE = _W["producer.alert_active"]
+W_ALERTS = _W["producer.alerts"]
 # These words never move between layout versions, so a drained check works on any ring.
 assert (W_MAGIC, W_VERSION, W_RECSIZE, W_CAPACITY, W_CLAIM, W_PUBLISHED, W_COMMITTED) == (0, 1, 2, 3, 16, 17, 48)
 
@@ -335,7 +341,8 @@ class Producer(_Endpoint):
             self._write(chunk, start)
             self.h.u[W_PUBLISHED] = end
             self._published = end
-        self.h.add("producer.batches", 1)
+        hu = self._hu
+        hu[W_BATCHES] = hu[W_BATCHES] + 1
         self._account(n)
         self.doorbell.ring()
         return self._published
@@ -365,42 +372,50 @@ class Producer(_Endpoint):
             self.doorbell.ring()
 
     def _account(self, n: int) -> None:
-        """Overflow accounting, the hour window, heartbeat and the utilization alert."""
-        hu = self.h.u
+        """Overflow accounting, the hour window, heartbeat and the utilization alert.
+
+        ``producer.overwritten`` counts seqs below ``published - capacity`` that were not
+        yet committed when their slot was reused (an estimate from the producer's side:
+        a consumer may hold a copy; ``consumer.lost`` is the exact count).
+        """
+        hu = self._hu
         end = self._published
         cap = self.capacity
-        committed = int(hu[W_COMMITTED])
+        committed = hu[W_COMMITTED]
         overwritten = 0
         floor = end - cap
         if floor > 0:
-            upto = max(int(hu[_W["producer.overwritten_upto"]]), committed)
+            upto = max(hu[W_OVERWRITTEN_UPTO], committed)
             if floor > upto:
                 overwritten = floor - upto
-                hu[_W["producer.overwritten"]] = hu[_W["producer.overwritten"]] + overwritten
-            hu[_W["producer.overwritten_upto"]] = max(upto, floor)
-        t = now_us()
-        self.h.i[_W["producer.heartbeat_us"]] = t
+                hu[W_OVERWRITTEN] = hu[W_OVERWRITTEN] + overwritten
+                hu[W_OVERWRITTEN_UPTO] = floor
+            elif upto > hu[W_OVERWRITTEN_UPTO]:
+                hu[W_OVERWRITTEN_UPTO] = upto
+        t = time.time_ns() // 1000
+        self.h.i[W_PRODUCER_HEARTBEAT] = t
         minute = t // 60_000_000
         base = L.HOUR_BUCKETS_BASE + (minute % L.HOUR_BUCKETS) * L.HOUR_BUCKET_WORDS
-        if hu[base] != minute:
+        if hu[base] != minute:  # a new minute reuses the bucket of an hour ago
             hu[base + 1] = 0
             hu[base + 2] = 0
             hu[base] = minute
         hu[base + 1] = hu[base + 1] + n
         if overwritten:
             hu[base + 2] = hu[base + 2] + overwritten
-        used = end - max(committed, end - cap)
+        used = end - max(committed, floor)
         pct = 100.0 * used / cap
-        w_alert = _W["producer.alert_active"]
-        if not hu[w_alert] and pct >= self.alert_threshold_pct:
-            hu[w_alert] = 1
-            hu[_W["producer.alerts"]] = hu[_W["producer.alerts"]] + 1
-            log.warning(
-                "ring %r is %.1f%% full (BUFFER_ALERT_THRESHOLD %.1f%%): the writer is falling behind",
-                self.name, pct, self.alert_threshold_pct,
-            )
-        elif hu[w_alert] and pct < self.alert_threshold_pct - 5.0:
-            hu[w_alert] = 0
+        threshold = self.alert_threshold_pct
+        if not hu[W_ALERT_ACTIVE]:
+            if pct >= threshold:
+                hu[W_ALERT_ACTIVE] = 1
+                hu[W_ALERTS] = hu[W_ALERTS] + 1
+                log.warning(
+                    "ring %r is %.1f%% full (BUFFER_ALERT_THRESHOLD %.1f%%): the writer is falling behind",
+                    self.name, pct, threshold,
+                )
+        elif pct < threshold - min(5.0, threshold / 2):  # hysteresis: one warning per crossing
+            hu[W_ALERT_ACTIVE] = 0
             log.info("ring %r back to %.1f%% full", self.name, pct)
 
     def used(self) -> int:

@@ -18,7 +18,7 @@ from multiprocessing import resource_tracker, shared_memory
 
 import posix_ipc
 
-from .errors import RingError, RingMissing, RoleTaken
+from .errors import CapacityError, RingError, RingMissing, RoleTaken
 
 SHM_DIR = "/dev/shm"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -56,13 +56,29 @@ def _untrack(shm: shared_memory.SharedMemory) -> None:
 
 
 def create_segment(ring: str, size: int) -> shared_memory.SharedMemory:
-    """Create the segment (fails if it exists), mode 0660, untracked. Raises FileExistsError."""
+    """Create the segment (fails if it exists), mode 0660, untracked, every page reserved.
+
+    Raises FileExistsError, or CapacityError when shared memory cannot hold it.
+    """
     shm = shared_memory.SharedMemory(name=segment_name(ring), create=True, size=size)
     _untrack(shm)
     try:
         os.fchmod(shm._fd, 0o660)  # type: ignore[attr-defined]
     except OSError:
         pass
+    try:
+        # tmpfs files are sparse: without this a full /dev/shm would kill the poller
+        # with SIGBUS on some later write. Reserving every page now fails here instead
+        # (and spares the first lap around the ring its page faults).
+        os.posix_fallocate(shm._fd, 0, size)  # type: ignore[attr-defined]
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return shm  # fallocate unsupported here: the sparse file will do
+        shm.close()
+        unlink_segment(ring)
+        if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            raise CapacityError(f"ring {ring!r}: {SHM_DIR} cannot hold {size} bytes ({e.strerror})") from None
+        raise
     return shm
 
 
