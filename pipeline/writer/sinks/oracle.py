@@ -164,7 +164,7 @@ class OracleSink:
         try:
             conn = self.pool.acquire()
         except oracledb.Error as exc:
-            raise classify(exc, f"cannot connect to {self.cfg.dsn}", self.cfg.secrets) from None
+            raise classify(exc, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
         conn.call_timeout = call_timeout_ms or self.cfg.call_timeout_ms
         ok = False
         try:
@@ -237,7 +237,7 @@ class OracleSink:
             if len(fresh) == 0:
                 conn.rollback()  # releases the cursor row lock
                 return WriteResult(duplicates=duplicates)
-            rows, sent, rejected = self._binds(epoch, records, fresh)
+            rows, sent, rejected = self.bind_rows(epoch, records, fresh)
             if rows:
                 try:
                     cur.setinputsizes(*self._input_sizes())
@@ -309,7 +309,7 @@ class OracleSink:
                  "RING_EPOCH": oracledb.DB_TYPE_NUMBER, "SEQ": oracledb.DB_TYPE_NUMBER}
         return [sizes[logical] for logical, _ in self.targets]
 
-    def _binds(self, epoch: int, records: np.ndarray, fresh: np.ndarray) -> tuple[list[tuple], np.ndarray, list[RowError]]:
+    def bind_rows(self, epoch: int, records: np.ndarray, fresh: np.ndarray) -> tuple[list[tuple], np.ndarray, list[RowError]]:
         """Bind rows for ``records[fresh]``, the batch index of each, and the rows that
         cannot be bound (reported like database rejections, with TAGPIPE-* codes)."""
         sub = records[fresh]

@@ -1,0 +1,173 @@
+"""``python -m pipeline check-db``: can the writer write where it is configured to?
+
+Oracle (ORACLE_HOST or ORACLE_DSN set): connect with the configured settings (Thin mode,
+same pool settings as the writer, so it cannot hang either), print the server version,
+check that the table, its mapped columns and the cursor table exist, and that the
+writer's user can insert into both and lock/update the cursor (each insert is rolled
+back: the check leaves nothing behind). SQLite otherwise: open SQLITE_PATH the way the
+writer does and check the same. Exit 0 when everything is in place, 6 (CHECK_FAILED)
+with one clear line saying what is wrong, 2 for a bad setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sqlite3
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from pipeline.common import exitcodes
+from pipeline.common.errors import ConfigError
+from pipeline.common.settings import load_settings
+from shm.layout import QUALITY_GOOD, RECORD_DTYPE
+
+from .sinks.base import SinkError
+
+HINTS = {
+    "ORA-01017": "login refused: check ORACLE_USERNAME / ORACLE_PASSWORD",
+    "ORA-28000": "the account is locked (ask the DBA)",
+    "ORA-28001": "the password has expired (ask the DBA)",
+    "ORA-00942": "does not exist or the user cannot see it: run sql/01_tables.sql, or set ORACLE_TABLE / ORACLE_CURSOR_TABLE (SCHEMA.NAME)",
+    "ORA-00904": "a mapped column is missing: check ORACLE_COLUMNS against the table",
+    "ORA-01031": "insufficient privileges: run the grants in sql/03_grants.sql",
+    "ORA-12899": "a column is too narrow for the writer's values (see sql/01_tables.sql for the sizes)",
+    "ORA-30006": "the cursor row is locked by another session (is another writer running?)",
+    "DPY-6005": "cannot reach the database: check ORACLE_DSN / ORACLE_HOST / ORACLE_PORT and the network",
+    "DPY-4005": "no connection within ORACLE_POOL_WAIT_MS: database or network too slow or unreachable",
+    "DPY-4024": "a call exceeded ORACLE_CALL_TIMEOUT_MS",
+}
+
+
+class CheckFailed(Exception):
+    """One line saying what is wrong."""
+
+
+def _probe_record() -> np.ndarray:
+    rec = np.zeros(1, dtype=RECORD_DTYPE)
+    rec["ts_us"] = int(time.time() * 1e6)
+    rec["plc_code"], rec["tag_address"], rec["quality"] = b"TAGPIPE-CHECK", b"CHECK", QUALITY_GOOD
+    return rec
+
+
+def _failed(what: str, exc: BaseException) -> CheckFailed:
+    code = getattr(exc, "code", "") or ""
+    hint = HINTS.get(code, "")
+    return CheckFailed((f"{what}: {exc}" if what else str(exc)) + (f" -- {hint}" if hint else ""))
+
+
+def check_oracle(settings: Any, out=print) -> None:
+    """Run the Oracle checks, printing progress; raises CheckFailed."""
+    import oracledb
+
+    from .oracle_errors import classify
+    from .sinks.oracle import OracleConfig, OracleSink
+
+    cfg = dataclasses.replace(OracleConfig.from_settings(settings), pool_min=1, pool_max=1)
+    sink = OracleSink(cfg)
+    out(f"check-db: Oracle, {sink.describe()}, cursor table {cfg.cursor_table}")
+    try:
+        sink.open()
+        with sink.connection() as conn:
+            out(f"connected: Oracle Database {conn.version} (python-oracledb {oracledb.__version__}, Thin mode)")
+            cur = conn.cursor()
+            cols = [c for _, c in sink.targets]
+            step = f"table {cfg.table}"
+            try:
+                cur.execute(f"SELECT {', '.join(cols)} FROM {cfg.table} WHERE 1 = 0")
+                out(f"table {cfg.table}: columns {', '.join(cols)} present")
+                step = f"cursor table {cfg.cursor_table}"
+                cur.execute(f"SELECT RING_EPOCH, NEXT_SEQ, UPDATED_AT FROM {cfg.cursor_table} WHERE 1 = 0")
+                out(f"cursor table {cfg.cursor_table}: present")
+                step = f"locking a row of {cfg.cursor_table}"
+                cur.execute(sink.read_cursor_sql, [0])
+                cur.fetchall()
+                step = f"inserting into {cfg.table}"
+                rows, _, _ = sink.bind_rows(0, _probe_record(), np.arange(1))
+                cur.setinputsizes(*sink._input_sizes())
+                _insert_allowing_duplicate(cur, sink.insert_sql, rows[0])
+                step = f"inserting into {cfg.cursor_table}"
+                cur.setinputsizes(None, None, oracledb.DB_TYPE_TIMESTAMP)
+                _insert_allowing_duplicate(cur, sink.insert_cursor_sql, [0, 0, None])
+                step = f"updating {cfg.cursor_table}"
+                cur.execute(f"UPDATE {cfg.cursor_table} SET NEXT_SEQ = NEXT_SEQ WHERE RING_EPOCH = :1", [0])
+            except oracledb.Error as exc:
+                raise _failed("", classify(exc, step, cfg.secrets)) from None
+            finally:
+                try:
+                    conn.rollback()  # the check leaves nothing behind
+                except oracledb.Error:
+                    pass
+            out(f"writable: insert into {cfg.table} and {cfg.cursor_table}, cursor lock and update (rolled back)")
+    except SinkError as exc:
+        raise _failed("", exc) from None  # the message says who, where and why
+    finally:
+        sink.close()
+
+
+def _insert_allowing_duplicate(cur: Any, sql: str, row: Any) -> None:
+    import oracledb
+
+    try:
+        cur.execute(sql, list(row))
+    except oracledb.IntegrityError as exc:
+        if "ORA-00001" not in str(exc):  # a probe row that is already there still proves INSERT works
+            raise
+
+
+def check_sqlite(settings: Any, out=print) -> None:
+    """Open SQLITE_PATH as the writer does (creating it if missing), check the table and
+    an insert (rolled back); raises CheckFailed."""
+    from .sinks.sqlite import TABLE, SqliteSink
+
+    path = settings.sqlite_path
+    out(f"check-db: SQLite {sqlite3.sqlite_version} at {path} (no ORACLE_HOST / ORACLE_DSN set)")
+    sink = SqliteSink.from_settings(settings)
+    try:
+        sink.open()
+    except SinkError as exc:
+        raise _failed(f"cannot open {path}", exc) from None
+    finally:
+        sink.close()
+    conn = sqlite3.connect(path, timeout=2, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        conn.execute(f"SELECT TS, PLC_CODE, TAG_ADDRESS, TAG_VALUE, QUALITY, RING_EPOCH, SEQ FROM {TABLE} WHERE 0")
+        count = conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
+        out(f"table {TABLE}: present, {count} rows, journal_mode={mode}")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"INSERT INTO {TABLE} (TS, PLC_CODE, TAG_ADDRESS, TAG_VALUE, QUALITY, RING_EPOCH, SEQ) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (0, "TAGPIPE-CHECK", "CHECK", 0.0, "GOOD", -1, -1))
+        conn.execute("ROLLBACK")
+        out(f"writable: insert into {TABLE} (rolled back)")
+    except sqlite3.Error as exc:
+        raise CheckFailed(f"SQLite {path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipeline check-db", description=__doc__.split("\n\n")[0])
+    ap.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"tagpipe check-db: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    try:
+        if settings.oracle_configured:
+            check_oracle(settings)
+        else:
+            check_sqlite(settings)
+    except CheckFailed as exc:
+        print(f"check-db FAILED: {exc}", file=sys.stderr)
+        return exitcodes.CHECK_FAILED
+    print("check-db: OK")
+    return exitcodes.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
