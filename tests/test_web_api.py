@@ -356,3 +356,25 @@ def test_web_imports_nothing_from_pipeline_but_common(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(REPO)},
                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert out and all(m == "pipeline" or m.startswith("pipeline.common") for m in out), out
+
+
+def test_page_language_follows_setting_browser_and_query(rig, app_for):
+    auto = app_for(rig.name)
+    r = auto.get("/", headers={"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8"})
+    assert r.status_code == 200 and '<html lang="ko">' in r.get_data(as_text=True)
+    assert "링 버퍼 사용률" in r.get_data(as_text=True)
+    assert '<html lang="en">' in auto.get("/", headers={"Accept-Language": "en-US"}).get_data(as_text=True)
+    assert '<html lang="en">' in auto.get("/", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    forced = app_for(rig.name, WEB_LANG="en")
+    assert '<html lang="en">' in forced.get("/", headers={"Accept-Language": "ko"}).get_data(as_text=True)
+    assert '<html lang="ko">' in forced.get("/?lang=ko").get_data(as_text=True)
+
+
+def test_page_needs_no_other_site(rig, app_for):
+    client = app_for(rig.name)
+    html = client.get("/").get_data(as_text=True)
+    assert "http://" not in html and "https://" not in html.replace("http://www.w3.org", "")
+    for asset in ("/static/status.js", "/static/status.css"):
+        text = client.get(asset).get_data(as_text=True)
+        assert "https://" not in text and "//cdn" not in text
+    assert "default-src 'self'" in client.get("/").headers["Content-Security-Policy"]

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import ARTIFACTS, require_program, spawn, stop
+from shm import delete_ring
 from shm import layout as L
 from shm.ring import now_us
 from test_web_api import PLC, Rig
@@ -252,6 +253,11 @@ def test_status_page_shows_the_api_numbers_and_follows_the_counters(served, brow
         browser.screenshot(ARTIFACTS / "status_page_down_ko.png")
     finally:
         rig.close()
+
+    # The ring itself goes away: the page says so.
+    delete_ring(ring_name, force=True)
+    browser.wait_for("document.getElementById('banner-text').textContent.includes('링 버퍼 없음')")
+    assert browser.eval("document.getElementById('v-used').textContent") == "-"
 
     # The web process stops: the page says its figures are STALE.
     proc.send_signal(signal.SIGTERM)

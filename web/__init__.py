@@ -48,7 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """
     settings = _settings_from(test_config)
     app = Flask(__name__)
-    app.config.update(JSON_SORT_KEYS=False, TAGPIPE_SETTINGS=settings)
+    app.config.update(TAGPIPE_SETTINGS=settings)
     app.json.sort_keys = False
     app.json.compact = True
     monitor = Monitor(settings.ring_name, thresholds_from(settings), settings.web_history_s)

@@ -69,8 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         log.info("listening on every interface: the plant LAN can read the status (nothing writable, no secrets)")
     watchdog = sdnotify.Watchdog()
     sdnotify.ready(f"serving on port {port}")
+    told = [None]
+
+    def on_round() -> None:
+        watchdog.tick()
+        status = rt.monitor.last_status
+        if status != told[0]:  # systemctl status shows the pipeline's health
+            sdnotify.status(f"serving on port {port}; pipeline {status}")
+            told[0] = status
+
     try:
-        serve(server, stop, watchdog.tick)
+        serve(server, stop, on_round)
         log.info("stopping on %s", stop.signal_name or "request")
         sdnotify.stopping()
     except Exception:  # loop boundary: log once, exit non-zero so systemd restarts us

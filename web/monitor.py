@@ -124,6 +124,11 @@ class Monitor:
             self._last_status = status
         return view
 
+    @property
+    def last_status(self) -> str | None:
+        """Health status of the last ``sample()`` (None before the first)."""
+        return self._last_status
+
     def history(self, seconds: float) -> list[dict]:
         """History points of the last ``seconds`` (oldest first)."""
         cutoff = stats.now_us() - int(seconds * 1e6)
