@@ -106,3 +106,36 @@ def test_sigint_also_stops_with_exit_0(web):
     assert get(base + "/api/status")[0] == 200
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0
+
+
+def test_tells_systemd_ready_pings_the_watchdog_and_says_stopping(ring_name, tmp_path):
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(1.0)
+    port = free_port()
+    proc = spawn(["-m", "web"], cwd=tmp_path, RING_NAME=ring_name, WEB_PORT=str(port),
+                 NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000")
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (any("READY=1" in m for m in seen) and any("WATCHDOG=1" in m for m in seen)):
+            try:
+                seen.append(sock.recv(4096).decode())
+            except TimeoutError:
+                pass
+        assert any("READY=1" in m for m in seen), seen
+        assert any("WATCHDOG=1" in m for m in seen), seen
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("STOPPING=1" in m for m in seen):
+            try:
+                seen.append(sock.recv(4096).decode())
+            except TimeoutError:
+                pass
+        assert any("STOPPING=1" in m for m in seen), seen
+        assert any("pipeline unhealthy" in m for m in seen), seen  # no ring: STATUS says so
+        assert proc.wait(20) == 0
+    finally:
+        stop(proc)
+        sock.close()
