@@ -207,6 +207,7 @@ def logging_experiment(kills: int) -> int:
         print(f"multiprocessing-logging: the steady child's lines stopped for good after {wedged_after} SIGKILL(s) of another child")
     else:
         print(f"multiprocessing-logging: lines kept flowing through {kills} SIGKILLs")
+    sys.stdout.flush()
     os._exit(0)  # the wedged queue's feeder threads would block interpreter exit
 
 
