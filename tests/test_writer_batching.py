@@ -28,6 +28,9 @@ def test_batch_goes_when_size_reached_or_interval_passed():
     assert not p.due(0)
     assert p.due(500)  # size trigger
     assert not p.due(499)  # not yet: interval not passed since the policy started
+    p.taken(500, 0)
+    p.limit = 4000  # a grown limit does not delay the next batch: the trigger stays 500
+    assert p.due(500)
     clock.t += 0.49
     assert not p.due(1)
     clock.t += 0.02

@@ -37,7 +37,9 @@ class BatchPolicy:
         """True if a batch should be taken now, given ``backlog`` records waiting."""
         if backlog <= 0:
             return False
-        if backlog >= self.limit:
+        # The trigger is the normal size, not the grown limit: under a backlog the next
+        # batch goes at once, with up to ``limit`` records.
+        if backlog >= self.batch_size:
             return True
         return self.clock() - self.last_batch >= self.interval_s
 

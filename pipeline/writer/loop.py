@@ -230,8 +230,10 @@ class Writer:
                     self._open_circuit(code)
                     return False
                 self.metrics.retry()
-                if self._sleep(wait):
-                    self._open_circuit(code)  # stop requested: spill instead of waiting
+                if self._sleep(wait, give_up=self._ring_pressed):
+                    # Stop requested, or the ring passed half full while we waited (retries
+                    # must not make it overflow): spill now instead of waiting.
+                    self._open_circuit(code)
                     return False
                 continue
             lat = int((time.perf_counter() - t0) * 1e6)
@@ -248,6 +250,10 @@ class Writer:
         except OSError as e:
             if self.disk.write_failed(e, len(batch.records)):
                 self.metrics.error(ERR_DISK_FULL)
+                # Replayed files are already in the database: give their space to new data.
+                if self.spool.remove_expired(now=float("inf")):
+                    self._disk_retry_at = 0.0
+                    return False
             self._disk_retry_at = self.clock() + DISK_RETRY_S
             self.publish_gauges(force=True)
             return False
@@ -350,10 +356,14 @@ class Writer:
         if self.circuit_open:
             m.db_state("probing" if self.prober.probing else "down")
 
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep up to ``seconds`` (ticking the watchdog). True if a stop was requested."""
+    def _ring_pressed(self) -> bool:
+        return self.consumer.pending() > self.consumer.capacity // 2
+
+    def _sleep(self, seconds: float, give_up: Callable[[], bool] = lambda: False) -> bool:
+        """Sleep up to ``seconds`` (ticking the watchdog). True if a stop was requested or
+        ``give_up()`` became true."""
         end = self.clock() + seconds
-        while not self.stop():
+        while not self.stop() and not give_up():
             left = end - self.clock()
             if left <= 0:
                 return False

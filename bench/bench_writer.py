@@ -1,0 +1,215 @@
+"""Writer benchmark: ring -> SQLite throughput against the plain executemany ceiling, the
+batch bound, the cost of durable commits, and poll-to-commit latency at 10,000 values/s.
+
+    python -m bench writer [--rows N] [--seconds S] [--rate R]
+
+* **throughput**: N records pre-published into a ring; ``python -m pipeline.writer`` (a
+  real process, default settings, synchronous=FULL) drains them; rows/s from the first to
+  the last commit. Side by side, in this process: the same rows as ready-made tuples,
+  ``executemany`` into a fresh file with the same schema and pragmas, in batches of the
+  size the writer reaches under backlog (BUFFER_BATCH_MAX). Goal: writer >= 0.6 x ceiling.
+* **batch bound**: the writer's rows/s for several BUFFER_BATCH_MAX values (how the
+  default was chosen) and the time one batch of that size takes.
+* **durability**: executemany ceiling with synchronous=FULL vs NORMAL, 500- and
+  20,000-row batches.
+* **latency**: a producer process publishes R values/s (batches every 100 ms, like a
+  poller); this process watches ``consumer.committed`` every millisecond; latency of a
+  record = when its commit was seen - its poll time. Goal: p99 < 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+CMD = "make bench BENCH_ARGS=writer   (python -m bench writer)"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORACLE_", "BUFFER_", "RING_", "SQLITE_", "BACKUP_", "NOTIFY_SOCKET"))}
+    env["PYTHONPATH"] = str(REPO)
+    env["LOG_LEVEL"] = "WARNING"
+    env.update(extra)
+    return env
+
+
+def _records(n: int, start_ts: int) -> np.ndarray:
+    from shm import layout as L
+
+    recs = np.zeros(n, dtype=L.RECORD_DTYPE)
+    recs["ts_us"] = start_ts + np.arange(n) * 100
+    recs["value"] = np.random.default_rng(1).normal(100, 10, n)
+    recs["plc_code"] = b"KRCWO12ELOA101"
+    recs["tag_address"] = np.array([f"D{100 + i % 200}".encode() for i in range(n)])
+    recs["quality"] = 1
+    return recs
+
+
+def ceiling(rows: list[tuple], batch: int, sync: str, folder: Path) -> float:
+    """rows/s of plain executemany with the writer's schema and pragmas."""
+    from pipeline.writer.sinks.sqlite import INSERT, SCHEMA
+
+    path = folder / f"ceiling-{sync}-{batch}.db"
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={sync}")
+    conn.executescript(SCHEMA)
+    t0 = time.perf_counter()
+    for off in range(0, len(rows), batch):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT, rows[off : off + batch])
+        conn.execute("COMMIT")
+    dt = time.perf_counter() - t0
+    conn.close()
+    return len(rows) / dt
+
+
+def writer_rate(n: int, folder: Path, batch_max: int) -> tuple[float, float]:
+    """(rows/s, seconds) of a real writer process draining n pre-published records."""
+    from shm import Observer, Producer, delete_ring
+
+    ring = f"bw{uuid.uuid4().hex[:10]}"
+    work = folder / ring
+    work.mkdir()
+    prod = Producer.open(ring, max(n, 1000))
+    try:
+        prod.publish(_records(n, time.time_ns() // 1000))
+        obs = Observer(ring)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.writer"], cwd=work, stderr=subprocess.DEVNULL,
+            env=_env(RING_NAME=ring, SQLITE_PATH=str(work / "w.db"), BACKUP_FILE_PATH=str(work / "backup"), BUFFER_BATCH_MAX=str(batch_max)),
+        )
+        try:
+            while obs.snapshot().fields["consumer.committed"] == 0:
+                time.sleep(0.002)
+            t0 = time.perf_counter()
+            c0 = obs.snapshot().fields["consumer.committed"]
+            while obs.snapshot().fields["consumer.committed"] < n:
+                time.sleep(0.002)
+            dt = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            obs.close()
+        return (n - c0) / dt, dt
+    finally:
+        prod.close()
+        delete_ring(ring, force=True)
+
+
+def latency(rate: float, seconds: float, folder: Path) -> tuple[float, float, float, int]:
+    """(p50 s, p99 s, max s, records) of poll-to-commit latency at ``rate`` values/s."""
+    from shm import Observer, delete_ring
+
+    ring = f"bl{uuid.uuid4().hex[:10]}"
+    work = folder / ring
+    work.mkdir()
+    count = int(rate * seconds)
+    prod = subprocess.Popen(
+        [sys.executable, "-m", "tests.writer_helpers.producer", ring, "--count", str(count), "--rate", str(rate), "--batch", str(max(1, int(rate / 10))), "--linger"],
+        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    writer = None
+    try:
+        while True:
+            try:
+                obs = Observer(ring)
+                break
+            except Exception:
+                time.sleep(0.01)
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.writer"], cwd=work, stderr=subprocess.DEVNULL,
+            env=_env(RING_NAME=ring, SQLITE_PATH=str(work / "w.db"), BACKUP_FILE_PATH=str(work / "backup")),
+        )
+        seen: list[tuple[int, int]] = []  # (committed, time us)
+        last = 0
+        deadline = time.monotonic() + seconds + 30
+        while last < count and time.monotonic() < deadline:
+            c = obs.snapshot().fields["consumer.committed"]
+            if c != last:
+                seen.append((c, time.time_ns() // 1000))
+                last = c
+            time.sleep(0.001)
+        obs.close()
+    finally:
+        for p in (writer, prod):
+            if p is not None:
+                p.terminate()
+                p.wait(30)
+        delete_ring(ring, force=True)
+    conn = sqlite3.connect(str(work / "w.db"))
+    ts = dict(conn.execute("SELECT SEQ, TS FROM TAG_DATA"))
+    conn.close()
+    lat = []
+    prev = 0
+    for c, t in seen:
+        for seq in range(prev, c):
+            if seq in ts:
+                lat.append((t - ts[seq]) / 1e6)
+        prev = c
+    arr = np.array(lat)
+    # Skip the first 2 s: the writer's start-up (interpreter, attach) is not steady state.
+    steady = arr[int(rate * 2):] if len(arr) > rate * 4 else arr
+    return float(np.percentile(steady, 50)), float(np.percentile(steady, 99)), float(steady.max()), len(steady)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench writer")
+    ap.add_argument("--rows", type=int, default=400_000)
+    ap.add_argument("--seconds", type=float, default=20.0, help="latency run length")
+    ap.add_argument("--rate", type=float, default=10_000.0, help="latency run: values/s")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating writer/ceiling rounds (best of each)")
+    ap.add_argument("--bounds", default="2000,5000,10000,20000,50000", help="BUFFER_BATCH_MAX values to compare")
+    a = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from pipeline.common.settings import load_settings
+    from pipeline.writer import records as R
+
+    default_max = load_settings(env={}, env_file=None).buffer_batch_max
+    folder = Path(tempfile.mkdtemp(prefix="bench-writer-"))
+    try:
+        recs = _records(a.rows, time.time_ns() // 1000)
+        ts, plc, tag, values, quality, seq = R.columns(recs)
+        rows = list(zip(ts, plc, tag, values, quality, [12345] * len(ts), seq))
+        print(f"command: {CMD}; rows={a.rows}; load average {os.getloadavg()[0]:.2f} (2 cores shared: compare ratios)")
+        print("\n-- throughput, default settings (BUFFER_BATCH_MAX %d, synchronous=FULL), %d alternating rounds" % (default_max, a.rounds))
+        ws, cs = [], []
+        for _ in range(a.rounds):
+            ws.append(writer_rate(a.rows, folder, default_max)[0])
+            cs.append(ceiling(rows, default_max, "FULL", folder))
+        w, c = max(ws), max(cs)
+        print(f"writer process ring -> SQLite : {w:>10,.0f} rows/s (best; all: {', '.join(f'{x:,.0f}' for x in ws)})")
+        print(f"plain executemany ceiling     : {c:>10,.0f} rows/s (best; all: {', '.join(f'{x:,.0f}' for x in cs)})")
+        print(f"ratio writer / ceiling        : {w / c:>10.2f}   (best vs best; goal >= 0.6)")
+        print("\n-- batch bound: writer rows/s by BUFFER_BATCH_MAX (one batch's commit time)")
+        for b in [int(x) for x in a.bounds.split(",")]:
+            wr, _ = writer_rate(min(a.rows, 300_000), folder, b)
+            cb = ceiling(rows[:200_000], b, "FULL", folder)
+            print(f"  BUFFER_BATCH_MAX {b:>6}: writer {wr:>9,.0f} rows/s, ceiling {cb:>9,.0f} rows/s, one batch ~{b / cb * 1000:6.1f} ms")
+        print("\n-- durable commits: executemany ceiling, synchronous FULL vs NORMAL")
+        for b in (500, 20_000):
+            full = ceiling(rows[:200_000], b, "FULL", folder)
+            normal = ceiling(rows[:200_000], b, "NORMAL", folder)
+            print(f"  batches of {b:>6}: FULL {full:>9,.0f} rows/s, NORMAL {normal:>9,.0f} rows/s, FULL/NORMAL {full / normal:.2f}")
+        print(f"\n-- poll-to-commit latency at {a.rate:,.0f} values/s for {a.seconds:.0f} s (default settings)")
+        p50, p99, mx, n = latency(a.rate, a.seconds, folder)
+        print(f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {mx * 1000:.0f} ms over {n} records   (goal p99 < 1000 ms)")
+        ok = w / c >= 0.6 and p99 < 1.0
+        return 0 if ok else 1
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
