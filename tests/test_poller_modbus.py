@@ -196,3 +196,46 @@ def test_dead_plc_raises_within_its_timeout(tmp_path, kind):
             hole.close()
     assert first < 1.0 * 2 + 1.5  # timeout_s bounds the connect and the request
     assert second < 0.5
+
+
+def test_deadband_against_a_real_plc_publishes_moves_and_max_silence(tmp_path, ring_name):
+    from pipeline.poller.scheduler import GroupPoller
+    from shm import Consumer, Producer
+
+    with ModbusTestServer(holding=[100, 100, 100]) as srv:
+        lines = ('    { address = "D0", type = "uint16", deadband = 5, max_silence_s = 60 },\n'
+                 '    { address = "D1", type = "uint16" },\n'
+                 '    { address = "D2", type = "uint16", deadband = 5, max_silence_s = 0.45 }')
+        plant = _toml(tmp_path, srv.port, lines, interval=0.1)
+        producer = Producer.open(ring_name, 10_000)
+        try:
+            async def go():
+                src = ModbusPlc(plant.plcs[0])
+                gp = GroupPoller(producer, src, plant.plcs[0], 0, 0)
+                stop = asyncio.Event()
+                task = asyncio.create_task(gp.run(stop))
+                await asyncio.sleep(1.0)
+                srv.set_holding(0, [103])  # within the band: suppressed
+                await asyncio.sleep(0.3)
+                srv.set_holding(0, [110])  # beyond it: published at once
+                await asyncio.sleep(0.3)
+                stop.set()
+                await task
+                await src.close()
+                return gp.polls
+
+            polls = asyncio.run(go())
+            suppressed = producer.get("poller.suppressed")
+        finally:
+            producer.close()
+    consumer = Consumer.open(ring_name, wait=False)
+    try:
+        recs = consumer.read(10_000).records
+    finally:
+        consumer.close()
+    d0, d1, d2 = (recs[recs["tag_address"] == a] for a in (b"D0", b"D1", b"D2"))
+    assert len(d1) == polls  # no deadband: every poll
+    assert d0["value"].tolist() == [100, 110]  # the first value, then only the move beyond the band
+    # A flat value still shows every max_silence_s (1.6 s of polling, 0.45 s silence).
+    assert set(d2["value"].tolist()) == {100} and 3 <= len(d2) <= 5
+    assert suppressed == 2 * polls - len(d0) - len(d2)

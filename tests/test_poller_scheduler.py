@@ -149,3 +149,76 @@ def test_poller_publishes_one_batch_per_poll_and_fills_the_plc_table(ring_name):
     # every poll of SIMA's group: 5 records sharing one timestamp
     _, counts = np.unique(a["ts_us"], return_counts=True)
     assert set(counts.tolist()) == {5}
+
+
+def test_wall_clock_step_neither_bunches_nor_skips_polls(ring_name):
+    # Timestamps come from the wall clock, the schedule from the monotonic one: an NTP step
+    # of an hour backwards shows in the records and nowhere else.
+    producer = Producer.open(ring_name, 10_000)
+    try:
+        loop_t0 = {"t": None}
+        import time as _time
+
+        def wall() -> int:
+            base = _time.time_ns() // 1000
+            if loop_t0["t"] is not None and _time.monotonic() - loop_t0["t"] > 0.5:
+                return base - 3_600_000_000
+            return base
+
+        gp = GroupPoller(producer, SlowSource(1, 0.0), plc_config("NTP", 0.1, 1), 0, 0, wall=wall)
+
+        async def go():
+            loop_t0["t"] = _time.monotonic()
+            stop = asyncio.Event()
+            task = asyncio.create_task(gp.run(stop))
+            await asyncio.sleep(1.05)
+            stop.set()
+            await task
+
+        asyncio.run(go())
+        assert 8 <= gp.polls <= 12 and gp.overruns <= 2
+    finally:
+        producer.close()
+    consumer = Consumer.open(ring_name, wait=False)
+    try:
+        ts = consumer.read(1000).records["ts_us"]
+    finally:
+        consumer.close()
+    steps = np.diff(ts)
+    assert (steps < -3_000_000_000).sum() == 1  # the step backwards, once
+    assert abs(np.median(steps[steps > -3_000_000_000]) - 100_000) < 20_000  # otherwise every 0.1 s
+
+
+def test_simulator_waves_stay_in_range_and_counters_count():
+    specs = [
+        SimSpec("sine", 10, 20, 5.0, 0.0),
+        SimSpec("ramp", 0, 100, 2.0),
+        SimSpec("counter", 0, 1000, step=3),
+        SimSpec("square", 0, 1, 1.0),
+        SimSpec("walk", -5, 5, step=0.5),
+        SimSpec("constant", 7, 7),
+        SimSpec("sine", 0, 1, 10.0, bad_rate=0.5),
+    ]
+    types = ["float32", "float32", "uint32", "bool", "float32", "int16", "float32"]
+    tags = tuple(TagConfig(f"T{i}", t, None, sim=s) for i, (s, t) in enumerate(zip(specs, types)))
+    clock = {"t": 0.0}
+    plc = SimulatedPlc(PlcConfig("SIM", "simulator", (GroupConfig("g", 1.0, tags),)), seed=7, clock=lambda: clock["t"])
+
+    async def poll(n):
+        out = []
+        for _ in range(n):
+            clock["t"] += 0.25
+            out.append(await plc.read(0))
+        return out
+
+    readings = asyncio.run(poll(200))
+    v = np.array([r.values for r in readings])
+    q = np.array([r.quality for r in readings])
+    assert v[:, 0].min() >= 10 and v[:, 0].max() <= 20 and v[:, 0].max() - v[:, 0].min() > 8
+    assert v[:, 1].min() >= 0 and v[:, 1].max() <= 100
+    assert list(np.diff(v[:20, 2])) == [3.0] * 19
+    assert set(v[:, 3].tolist()) == {0.0, 1.0}
+    assert v[:, 4].min() >= -5 and v[:, 4].max() <= 5 and len(np.unique(v[:, 4])) > 50
+    assert set(v[:, 5].tolist()) == {7.0}
+    assert set(q[:, :6].ravel().tolist()) == {G}
+    assert 50 < (q[:, 6] == B).sum() < 150  # bad_rate 0.5 of 200 polls
