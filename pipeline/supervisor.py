@@ -273,6 +273,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _check_tags(settings) -> str | None:
+    """The poller's own validation of TAGS_FILE (or the demo plant), run before any child
+    starts; returns the one-line problem, or None."""
+    from .poller.__main__ import load_tags
+    from .poller.config import TagsFileError
+
+    try:
+        load_tags(settings)
+    except TagsFileError as e:
+        return f"bad TAGS_FILE {e}"
+    return None
+
+
 def supervise(specs: list[ChildSpec], log: logging.Logger, announce: str | None = None) -> int:
     """Run ``specs`` until stopped; returns the exit code. Installs the stop-signal handlers.
 
@@ -304,6 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"tagpipe: {e}", file=sys.stderr)
         return exitcodes.CONFIG
+    if args.rate is None:
+        problem = _check_tags(settings)
+        if problem:
+            print(f"tagpipe: {problem}", file=sys.stderr)
+            return exitcodes.CONFIG
     log = setup_logging("supervisor", settings.log_level)
     log_settings(log, settings)
     poller_argv: tuple[str, ...] = ()

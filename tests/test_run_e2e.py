@@ -156,3 +156,10 @@ def test_run_bad_setting_exits_2_with_one_line_before_starting_anything(tmp_path
     proc = spawn(["-m", "pipeline", "--rate", "-5"], cwd=tmp_path, RING_NAME=ring_name)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and err.strip().count("\n") == 0 and "--rate" in err, err
+    # A bad tag definition file is the poller's check, run by the supervisor first.
+    tags = tmp_path / "tags.toml"
+    tags.write_text("[[plc]]\ncode = 42\n")
+    proc = spawn(["-m", "pipeline"], cwd=tmp_path, RING_NAME=ring_name, TAGS_FILE=str(tags))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and err.strip().count("\n") == 0 and "TAGS_FILE" in err and str(tags) in err, err
+    assert not Path(f"/dev/shm/{ring_name}.ring").exists()

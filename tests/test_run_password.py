@@ -47,7 +47,8 @@ def _run(args: list[str], cwd: Path, **env: str) -> tuple[int, str]:
 def test_run_password_never_appears_anywhere(tmp_path, ring_name):
     marker = f"Pw{uuid.uuid4().hex}Zz"
     port = free_port()
-    env = dict(RING_NAME=ring_name, WEB_PORT=str(port), ORACLE_PASSWORD=marker, ORACLE_USERNAME="scott", LOG_LEVEL="DEBUG")
+    env = dict(RING_NAME=ring_name, WEB_PORT=str(port), ORACLE_PASSWORD=marker, ORACLE_USERNAME="scott",
+               ORACLE_WALLET_PASSWORD=marker + "w", LOG_LEVEL="DEBUG")
     seen: list[str] = []
     proc = spawn(["-m", "pipeline", "--rate", "1000"], cwd=tmp_path, **env)
     lines = Lines(proc.stderr)
