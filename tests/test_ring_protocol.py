@@ -270,3 +270,15 @@ def test_padding_records_are_skipped_and_counted(ring_name):
         c.commit(b)
         assert counts(c)[:3] == (8, 0, 7)
         assert p2.get("producer.padding") == 7
+
+
+def test_alert_rearms_after_each_crossing_even_with_a_low_threshold(ring_name):
+    with Producer.open(ring_name, 100, alert_threshold_pct=2.0) as p, Consumer.open(ring_name, wait=False) as c:
+        for round_ in range(1, 4):
+            p.publish(content.make_records(p.published, 3))  # 3 % full: above 2 %
+            assert p.get("producer.alerts") == round_ and p.get("producer.alert_active") == 1
+            c.commit(c.read(100))
+            p.publish(content.make_records(p.published, 0))
+            p.flush()
+            p._account(0)  # empty again: below the threshold, the alert re-arms
+            assert p.get("producer.alert_active") == 0

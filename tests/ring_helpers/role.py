@@ -192,19 +192,28 @@ def cmd_chaos_consume(a) -> int:
     were ignored as already present (``redelivered``: allowed only for records a killed
     predecessor stored but never committed, i.e. seq <= the highest seq stored before
     this run started) and how many were true duplicates (``dup``), and torn records.
+
+    ``orphan_lost``: records a killed predecessor stored but never committed in the ring,
+    which the producer overwrote before this run could read them again: they are in
+    ``rows`` *and* counted lost by the ring. Written with the batch that passes them; a
+    run drops the entries of batches its predecessor never committed, so at the end
+    ``rows == consumer.delivered + SUM(orphan_lost.n)`` exactly.
     """
     db = sqlite3.connect(a.db, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE IF NOT EXISTS rows (epoch INTEGER, seq INTEGER, PRIMARY KEY (epoch, seq)) WITHOUT ROWID")
-    db.execute("CREATE TABLE IF NOT EXISTS runs (pid INTEGER PRIMARY KEY, max_before INTEGER,"
+    db.execute("CREATE TABLE IF NOT EXISTS runs (run INTEGER PRIMARY KEY AUTOINCREMENT, pid INTEGER, max_before INTEGER,"
                " redelivered INTEGER DEFAULT 0, dup INTEGER DEFAULT 0, torn INTEGER DEFAULT 0)")
+    db.execute("CREATE TABLE IF NOT EXISTS orphan_lost (batch_end INTEGER PRIMARY KEY, n INTEGER)")
     c = Consumer.open(a.ring, wait=True, stop=lambda: STOP)
     if c is None:
         return 0
     pid = os.getpid()
     max_before = db.execute("SELECT COALESCE(MAX(seq), -1) FROM rows WHERE epoch=?", (c.epoch,)).fetchone()[0]
-    db.execute("INSERT INTO runs (pid, max_before) VALUES (?, ?)", (pid, max_before))
+    run_id = db.execute("INSERT INTO runs (pid, max_before) VALUES (?, ?)", (pid, max_before)).lastrowid
+    db.execute("DELETE FROM orphan_lost WHERE batch_end > ?", (c.committed,))
+    orphans = sorted(r[0] for r in db.execute("SELECT seq FROM rows WHERE epoch=? AND seq >= ?", (c.epoch, c.committed)))
     say("ready", committed=c.committed, max_before=max_before)
     while not STOP:
         if not c.wait(0.2):
@@ -220,8 +229,14 @@ def cmd_chaos_consume(a) -> int:
         redelivered = sum(1 for s in existing if s <= max_before)
         dup = len(existing) - redelivered
         db.executemany("INSERT OR IGNORE INTO rows VALUES (?, ?)", ((b.epoch, s) for s in seqs))
-        db.execute("UPDATE runs SET redelivered = redelivered + ?, dup = dup + ?, torn = torn + ? WHERE pid = ?",
-                   (redelivered, dup, torn, pid))
+        passed = [s for s in orphans if s < b.end]
+        if passed:
+            orphans = orphans[len(passed):]
+            gone = len(set(passed) - set(seqs))
+            if gone:
+                db.execute("INSERT OR REPLACE INTO orphan_lost VALUES (?, ?)", (b.end, gone))
+        db.execute("UPDATE runs SET redelivered = redelivered + ?, dup = dup + ?, torn = torn + ? WHERE run = ?",
+                   (redelivered, dup, torn, run_id))
         db.execute("COMMIT")  # durable first ...
         c.commit(b)  # ... then the ring lets the records go
     c.close()

@@ -1,0 +1,59 @@
+"""The ring under hundreds of random SIGKILLs of its producer and consumer (minutes).
+
+    make bench BENCH_ARGS="ring_chaos"      (or: .venv/bin/python -m bench ring_chaos [--duration=S])
+
+The long version of ``tests/test_ring_chaos.py``: a producer process publishing batches
+(and single puts) into a small ring, a consumer process that stores every delivered
+identity in its own SQLite file before committing it in the ring, and a SIGKILL of one or
+the other every 0.2-1.0 s, each restarted at once. At the end the ring is drained and
+checked: published == delivered + lost + padding (header counters), 0 torn records,
+0 duplicates, SQLite rows == consumer.delivered + stored_then_overwritten (records a
+killed consumer had stored but not committed, overwritten before its successor could
+read them again: in SQLite and counted lost). Exit 1 if anything is off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench ring_chaos")
+    ap.add_argument("--duration", type=float, default=240.0, help="seconds of kills")
+    ap.add_argument("--capacity", type=int, default=2000)
+    ap.add_argument("--rate", type=float, default=20_000, help="producer records/s")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO / "tests"))  # the helper processes live with the tests
+    from ring_helpers.chaos import problems, run_chaos
+
+    from shm import delete_ring
+
+    ring = f"chaos{uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tagpipe-chaos-") as tmp:
+        try:
+            r = run_chaos(ring, Path(tmp), a.duration, a.capacity, a.rate, a.seed,
+                          log=lambda m: print(f"  {time.monotonic() - t0:6.1f} s: {m}", flush=True))
+        finally:
+            delete_ring(ring, force=True)
+    print(f"command: python -m bench ring_chaos --duration={a.duration:g} --capacity={a.capacity}"
+          f" --rate={a.rate:g} --seed={a.seed}")
+    print(f"{r['kills_producer']} producer kills, {r['kills_consumer']} consumer kills in {a.duration:g} s")
+    for k, v in r.items():
+        print(f"  {k:<24} {v:>12,}")
+    bad = problems(r)
+    print("reckoning: " + ("exact (published == delivered + lost + padding; 0 torn; 0 duplicates;"
+                           " SQLite rows == delivered + stored_then_overwritten)" if not bad else "WRONG: " + "; ".join(bad)))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
