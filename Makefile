@@ -20,8 +20,9 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# RUN_ARGS e.g. "--rate 1000 --duration 60" (the simulator's load mode); see README "operations".
 run: $(STAMP)
-	$(PY) -m pipeline
+	$(PY) -m pipeline $(RUN_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -87,7 +87,7 @@ def test_systemd_hardening_keeps_the_shared_ring_working(rendered):
         assert svc["NoNewPrivileges"] == "yes"
     rw = {u: _parse(rendered["dir"] / u)["Service"].get("ReadWritePaths", "").split() for u in SERVICES}
     assert sorted(rw["tagpipe-writer.service"]) == sorted([str(rendered["data"]), str(rendered["backup"])])
-    assert rw["tagpipe-web.service"] == []
+    assert rw["tagpipe-web.service"] == [] and rw["tagpipe-poller.service"] == []
     for paths in rw.values():
         assert set(paths) <= {str(rendered["data"]), str(rendered["backup"])}
 
