@@ -1,0 +1,51 @@
+"""README "operations" only names commands, options and files that exist."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO
+
+from pipeline.__main__ import COMMANDS
+
+
+def _section(name: str) -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(rf"<!-- section:{name} -->(.*?)<!-- /section:{name} -->", text, re.S)
+    assert m, f"README has no {name} section"
+    return m.group(1)
+
+
+def _help(args: list[str]) -> str:
+    r = subprocess.run([sys.executable, *args, "--help"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_readme_operations_commands_and_options_exist():
+    ops = _section("operations")
+    for cmd in set(re.findall(r"python -m pipeline ([a-z][a-z-]+)", ops)):
+        assert cmd in COMMANDS, cmd
+    status_help = _help(["-m", "pipeline", "status"])
+    for opt in set(re.findall(r"python -m pipeline status (--[a-z-]+)", ops)):
+        assert opt in status_help, opt
+    run_help = _help(["-m", "pipeline", "run"])
+    for opt in set(re.findall(r'RUN_ARGS="(--[a-z]+)', ops)) | {"--duration"}:
+        assert opt in run_help, opt
+    install = (REPO / "deploy" / "install.sh").read_text()
+    for opt in set(re.findall(r"`(--[a-z-]+)(?: [^`]*)?`", ops)) & {"--app-dir", "--data-dir", "--backup-dir", "--env-file", "--user", "--group", "--python", "--unit-dir", "--render-only", "--no-start"}:
+        assert f"    {opt})" in install, opt
+    for path in re.findall(r"`(deploy/[\w./-]+|tests/[\w./-]+)`", ops):
+        assert (REPO / path).exists(), path
+    for unit in ("tagpipe-poller.service", "tagpipe-writer.service", "tagpipe-web.service", "tagpipe.target"):
+        assert unit in ops and (REPO / "deploy" / "systemd" / unit).exists()
+
+
+def test_readme_operations_make_targets_exist():
+    ops = _section("operations")
+    makefile = (REPO / "Makefile").read_text()
+    for target in set(re.findall(r"\bmake ([a-z]+)\b", ops)):
+        assert re.search(rf"^{target}:", makefile, re.M), target
+    assert "$(RUN_ARGS)" in makefile
