@@ -159,7 +159,7 @@
     setState("v-db", T["db." + ws.db_state] || ws.db_state, dbc);
     $("v-sink").textContent = ws.sink;
     var age = lag.oldest_unwritten_age_s;
-    setNum("v-oldest", age, age === null ? T.none_waiting : fmtAge(age));
+    setNum("v-oldest", age, fmtAge(age === null ? 0 : age));  // null: nothing waiting
     $("v-oldest").style.color = age === null ? "var(--ok)" : age > d.thresholds.max_lag_s ? "var(--bad)" : age > d.thresholds.max_lag_s / 2 ? "var(--warn)" : "";
     setNum("v-pending", lag.records, fmtInt(lag.records));
     setNum("v-backups", ws.backup_files_pending, fmtInt(ws.backup_files_pending));
