@@ -378,3 +378,21 @@ def test_page_needs_no_other_site(rig, app_for):
         text = client.get(asset).get_data(as_text=True)
         assert "https://" not in text and "//cdn" not in text
     assert "default-src 'self'" in client.get("/").headers["Content-Security-Policy"]
+
+
+def test_an_unexpected_error_answers_500_without_a_traceback(rig, app_for, monkeypatch, caplog):
+    from web import runtime
+
+    client = app_for(rig.name)
+    monitor = runtime(client.application).monitor
+
+    def broken():  # the only fake here: an internal failure cannot be caused from outside
+        raise RuntimeError("boom in the monitor")
+
+    monkeypatch.setattr(monitor, "read", broken)
+    r = client.get("/api/buffer/status")
+    assert r.status_code == 500 and r.is_json
+    assert "boom" not in r.get_data(as_text=True) and "Traceback" not in r.get_data(as_text=True)
+    r = client.get("/metrics")
+    assert r.status_code == 500 and b"Traceback" not in r.data and b"boom" not in r.data
+    assert "boom in the monitor" in caplog.text  # the maintainer finds it in the log
