@@ -221,6 +221,9 @@ class Supervisor:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.join(5)
                 result = exitcodes.ERROR
+            elif proc.exitcode == -signal.SIGTERM:
+                # Default disposition: it was still starting up (no handler yet, nothing opened).
+                self.log.info("%s stopped while starting", name)
             elif proc.exitcode != exitcodes.OK:
                 self.log.warning("%s stopped with exit %s", name, proc.exitcode)
                 result = exitcodes.ERROR

@@ -163,3 +163,11 @@ def test_run_bad_setting_exits_2_with_one_line_before_starting_anything(tmp_path
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and err.strip().count("\n") == 0 and "TAGS_FILE" in err and str(tags) in err, err
     assert not Path(f"/dev/shm/{ring_name}.ring").exists()
+
+
+def test_run_stop_right_after_start_is_still_orderly(pipeline_run, ring_name):
+    # Ctrl-C while the children are still importing: nothing was opened, exit 0.
+    proc, lines, _ = pipeline_run(ring_name)
+    assert "status page on" in proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0, "\n".join(lines.lines[-30:])

@@ -124,7 +124,7 @@ def test_systemd_notify_supervisor_reports_ready_and_children_stay_quiet(notify,
         assert set(sock.senders) == {proc.pid}, (sock.senders, proc.pid)
         assert sock.count("READY=1") == 1, sock.messages
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        assert proc.wait(60) == 0, proc.stderr.read()[-3000:]
     finally:
         stop(proc, timeout=30)
 
