@@ -141,9 +141,12 @@
     body.dataset.down = down.length ? "1" : "0";
     if (!f) {
       ["v-util", "v-used", "v-max", "v-oldest", "v-pending", "v-backups", "v-backup-rows", "v-replayed", "v-quarantined", "v-lost", "v-overflow", "v-throughput", "v-success"].forEach(function (id) { setNum(id, null, "-"); });
+      ["v-backups", "v-quarantined", "v-lost"].forEach(function (id) { $(id).parentNode.className = "tile"; });
+      $("v-util").style.color = ""; $("v-oldest").style.color = "";
       setState("v-poller", T["role.down"], "bad"); setState("v-writer", T["role.down"], "bad"); setState("v-db", T["db.unknown"], "warn");
       $("v-sink").textContent = "-";
       drawGauge(0, d.thresholds.alert_pct);
+      $("v-util").style.color = "";
       renderPlcs([], d.taken_us);
       drawChart(d.history, d.taken_us, 300);
       return;
