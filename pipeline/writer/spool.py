@@ -39,6 +39,7 @@ class Spool:
         self.pending: list[str] = []  # closed files, oldest first
         self.rows: dict[str, int] = {}
         self.first_ts: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}  # bytes of closed files (no stat per gauge update)
         self.active: B.BackupWriter | None = None
         self.replayed_rows = 0  # rows of pending[0] already written back (set by replay)
 
@@ -50,6 +51,7 @@ class Spool:
             path = os.path.join(self.folder, name)
             self.rows[name] = B.count_rows(path)
             self.first_ts[name] = _first_ts(path)
+            self.sizes[name] = _size(path)
         if self.pending:
             log.info("%d backup files with %d rows wait for replay in %s", len(self.pending), sum(self.rows.values()), self.folder)
 
@@ -62,6 +64,7 @@ class Spool:
             path = self.path(name)
             self.rows[name] = B.count_rows(path)
             self.first_ts[name] = _first_ts(path)
+            self.sizes[name] = _size(path)
             log.info("new backup file %s (%d rows) queued for replay", name, self.rows[name])
         if new:
             self.pending = sorted(self.pending + new, key=lambda n: B.name_key(n) or ("", 0))
@@ -104,6 +107,7 @@ class Spool:
         if self.active is None:
             return
         self.active.close()
+        self.sizes[self.active.name] = self.active.size
         self.pending.append(self.active.name)
         log.info("closed backup file %s (%d rows)", self.active.path, self.active.rows)
         self.active = None
@@ -128,6 +132,7 @@ class Spool:
         self.pending.remove(name)
         self.rows.pop(name, None)
         self.first_ts.pop(name, None)
+        self.sizes.pop(name, None)
         self.replayed_rows = 0
         log.info("replayed %s; moved to %s", name, target)
 
@@ -135,12 +140,7 @@ class Spool:
         """(files, rows, bytes, oldest poll time us) waiting for replay, active file included."""
         names = list(self.pending) + ([self.active.name] if self.active else [])
         rows = sum(self.rows.get(n, 0) for n in names) - self.replayed_rows
-        size = 0
-        for n in self.pending:
-            try:
-                size += os.path.getsize(self.path(n))
-            except OSError:
-                pass
+        size = sum(self.sizes.get(n, 0) for n in self.pending)
         if self.active:
             size += self.active.size
         oldest = min((self.first_ts.get(n, 0) for n in names if self.first_ts.get(n)), default=0)
@@ -169,6 +169,13 @@ class Spool:
     def close(self) -> None:
         if self.active is not None:
             self.close_active()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _first_ts(path: str) -> int:
