@@ -258,6 +258,7 @@ def test_killed_writer_makes_health_unhealthy(ring_name, app_for, tmp_path):
 
 def test_stale_heartbeat_counts_as_down(rig, app_for):
     client = app_for(rig.name, HEALTH_HEARTBEAT_S=1)
+    rig.beat()
     assert client.get("/api/buffer/health").status_code == 200
     deadline = time.monotonic() + 10
     body = {}

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -181,6 +182,11 @@ def settle(b, base: str) -> tuple[dict, dict]:
 def test_status_page_shows_the_api_numbers_and_follows_the_counters(served, browser, ring_name):
     proc, base = served
     rig = Rig(ring_name, capacity=100_000)
+    # Heartbeats as a live poller and writer send them, so a slow machine cannot make
+    # the roles look dead between two steps of this test.
+    beating = threading.Event()
+    beater = threading.Thread(target=lambda: [rig.beat() for _ in iter(lambda: beating.wait(0.5), True)], daemon=True)
+    beater.start()
     try:
         slot = rig.p.plc_slot(0)
         slot.set_code(PLC)
@@ -243,6 +249,8 @@ def test_status_page_shows_the_api_numbers_and_follows_the_counters(served, brow
         browser.screenshot(ARTIFACTS / "status_page.png")
 
         # The writer goes away: PIPELINE DOWN in Korean.
+        beating.set()
+        beater.join(5)
         rig.c.close()
         rig.c = None
         browser.call("Page.navigate", {"url": base + "/?lang=ko"})
@@ -252,6 +260,8 @@ def test_status_page_shows_the_api_numbers_and_follows_the_counters(served, brow
         assert browser.eval("document.getElementById('health').textContent") == "위험"
         browser.screenshot(ARTIFACTS / "status_page_down_ko.png")
     finally:
+        beating.set()
+        beater.join(5)
         rig.close()
 
     # The ring itself goes away: the page says so.
