@@ -20,6 +20,7 @@ from tests.writer_helpers.util import (
     log_text,
     producer_done,
     ring_fields,
+    ring_value,
     start_producer,
     start_writer,
     wait_until,
@@ -35,7 +36,9 @@ def test_writer_exactly_once_under_repeated_sigkill(ring_name, tmp_path):
     writer = start_writer(ring_name, tmp_path, BUFFER_BATCH_SIZE="300", BUFFER_WRITE_INTERVAL="0.05")
     try:
         for _ in range(6):
-            time.sleep(rng.uniform(0.4, 1.6))
+            # Kill only a writer that holds the consumer role, at a random instant after.
+            wait_until(lambda: ring_value(ring_name, "consumer.pid") == writer.pid, 30, "writer attached", step=0.02)
+            time.sleep(rng.uniform(0.05, 1.2))
             writer.send_signal(signal.SIGKILL)
             writer.wait(10)
             writer = start_writer(ring_name, tmp_path, BUFFER_BATCH_SIZE="300", BUFFER_WRITE_INTERVAL="0.05")

@@ -120,6 +120,16 @@ def halt(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
         proc.stdout.close()
 
 
+def ring_value(ring: str, name: str, default=None):
+    """One header word of a ring, or ``default`` while the ring does not exist yet."""
+    from shm import RingError
+
+    try:
+        return ring_fields(ring)[name]
+    except RingError:
+        return default
+
+
 def finish(proc: subprocess.Popen, timeout: float = 20.0) -> tuple[int, str]:
     """SIGTERM and wait; returns (exit code, stderr text)."""
     halt(proc, timeout)
