@@ -123,7 +123,9 @@ class StopRequests:
 
     def install(self) -> "StopRequests":
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._handle)
+            # A closed terminal (SIGHUP) stops in order too, unless started with nohup.
+            if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
