@@ -139,8 +139,15 @@ class Writer:
 
     def run_once_idle(self) -> None:
         """Wait (bounded) for records when a step did nothing."""
+        backlog = self.consumer.backlog()
+        # With records waiting but no batch due yet (interval running, or a backup write to
+        # retry later) the doorbell still wakes us for new records; never a busy loop.
+        timeout = self.batching.wait_s(backlog) if backlog else self.max_wait_s
+        now = self.clock()
+        if now < self._disk_retry_at:
+            timeout = max(timeout, self._disk_retry_at - now)
         try:
-            self.consumer.wait(min(self.max_wait_s, max(0.005, self.batching.wait_s(self.consumer.backlog()))))
+            self.consumer.doorbell.wait(min(self.max_wait_s, max(0.002, timeout)))
         except Exception as e:
             # posix_ipc raises SignalError when SIGTERM interrupts the doorbell wait; the
             # stop flag is set by then and the loop acts on it. (shm stays posix_ipc's only user.)
