@@ -282,3 +282,34 @@ def test_prober_does_not_hammer_a_down_database(ring_name, tmp_path):
     finally:
         halt(writer)
         halt(prod)
+
+
+def test_stop_while_database_down_spills_within_the_deadline_then_replays(ring_name, tmp_path):
+    """The database is locked from the start; SIGTERM: the writer puts what was published in
+    backup files within SHUTDOWN_TIMEOUT and exits 0; the next writer replays them."""
+    db = db_path(tmp_path)
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(str(db))
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    locker = _lock(db)
+    prod = start_producer(ring_name, tmp_path, count=20_000, batch=1000)
+    writer = start_writer(ring_name, tmp_path, SHUTDOWN_TIMEOUT="8", SQLITE_BUSY_TIMEOUT="0.5", BUFFER_WRITE_INTERVAL="30")
+    try:
+        assert producer_done(prod) == 20_000
+        wait_until(lambda: "batch of" in log_text(writer) or "not available at start" in log_text(writer), 30, "first failure")
+        t0 = time.monotonic()
+        writer.send_signal(signal.SIGTERM)
+        rc = writer.wait(20)
+        assert rc == 0, log_text(writer)
+        assert time.monotonic() - t0 < 8 + 3
+        f = ring_fields(ring_name)
+        assert f["consumer.committed"] == 20_000 and f["writer.rows_spilled"] == 20_000
+        assert backup_files(tmp_path)
+        _unlock(locker)
+        writer = start_writer(ring_name, tmp_path)
+        wait_until(lambda: db_counts(db) == (20_000, 20_000), 30, "replayed after restart")
+        wait_until(lambda: not backup_files(tmp_path), 30, "files moved to replayed/")
+    finally:
+        halt(writer)
+        halt(prod)
