@@ -36,15 +36,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _hwm_kib(pid: int) -> int | None:
+def _mem_kib(pid: int) -> tuple[int, int] | None:
+    """(VmHWM, RssShmem) of ``pid`` in KiB: peak resident memory, and how much of the
+    current resident memory is shared memory (the ring's pages count in every process
+    that touched them)."""
+    out = {}
     try:
         with open(f"/proc/{pid}/status") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
+                if line.startswith(("VmHWM:", "RssShmem:")):
+                    out[line.split(":")[0]] = int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError):
         return None
-    return None
+    return (out["VmHWM"], out.get("RssShmem", 0)) if "VmHWM" in out else None
 
 
 def _counters(ring: str) -> dict | None:
@@ -108,14 +112,16 @@ def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
 
     threading.Thread(target=read_stderr, daemon=True).start()
     hwm: dict[str, int] = {}
+    shmem: dict[str, int] = {}
     samples: list[tuple[float, int]] = []  # (t, delivered)
     first_commit_s = None
     try:
         while proc.poll() is None:
             for name, pid in list(pids.items()):
-                v = _hwm_kib(pid)
+                v = _mem_kib(pid)
                 if v:
-                    hwm[name] = max(hwm.get(name, 0), v)
+                    hwm[name] = max(hwm.get(name, 0), v[0])
+                    shmem[name] = max(shmem.get(name, 0), v[1])
             c = _counters(ring)
             now = time.monotonic() - t0
             if c:
@@ -158,7 +164,8 @@ def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
     print(f"sustained committed: {sustained:,.0f} values/s over {t_last - t_first:.1f} s ({sustained / ceiling:.0%} of the bare SQLite ceiling)"
           + (f"; slowest 10 s window {min(windows):,.0f} values/s" if windows else ""))
     print(f"time from start to the first committed value: {first_commit_s:.2f} s" if first_commit_s else "no value committed")
-    print("peak resident memory (VmHWM): " + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in sorted(hwm.items())))
+    print("peak resident memory (VmHWM; in brackets the shared ring pages counted in it): "
+          + ", ".join(f"{k} {v / 1024:.0f} MiB [{shmem.get(k, 0) / 1024:.0f}]" for k, v in sorted(hwm.items())))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if code != 0 or lost or rows[0] != rows[1] or rows[0] != expected:
         print("FAILED: values lost or duplicated, or a bad exit code; last log lines:\n" + "\n".join(log_tail[-15:]), file=sys.stderr)
