@@ -282,3 +282,11 @@ def test_alert_rearms_after_each_crossing_even_with_a_low_threshold(ring_name):
             p.flush()
             p._account(0)  # empty again: below the threshold, the alert re-arms
             assert p.get("producer.alert_active") == 0
+
+
+def test_publish_refuses_an_array_of_another_dtype(pc):
+    p, c = pc
+    other = np.zeros(3, dtype=[("seq", "<u8"), ("value", "<f8")])
+    with pytest.raises(TypeError, match="RECORD_DTYPE"):
+        p.publish(other)
+    assert p.published == 0

@@ -1,0 +1,151 @@
+"""Header access shared by every role: word indices, typed word access with the owner
+rule, the attach-time check, and what the producer and the consumer have in common.
+
+Memory ordering: each header word is an aligned 8-byte store, and x86-64 keeps stores in
+order and loads in order, which is what claim-before-copy-before-publish relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from . import layout as L
+from . import segment as S
+from .errors import LayoutMismatch, RingMissing
+
+# Word indices used on hot paths.
+_W = {f.name: f.word for f in L.FIELDS}
+W_MAGIC = _W["magic"]
+W_VERSION = _W["layout_version"]
+W_RECSIZE = _W["record_size"]
+W_CAPACITY = _W["capacity"]
+W_EPOCH = _W["epoch"]
+W_CLAIM = _W["producer.claim"]
+W_PUBLISHED = _W["producer.published"]
+W_COMMITTED = _W["consumer.committed"]
+W_BATCHES = _W["producer.batches"]
+W_OVERWRITTEN = _W["producer.overwritten"]
+W_OVERWRITTEN_UPTO = _W["producer.overwritten_upto"]
+W_PRODUCER_HEARTBEAT = _W["producer.heartbeat_us"]
+W_ALERT_ACTIVE = _W["producer.alert_active"]
+W_ALERTS = _W["producer.alerts"]
+# These words never move between layout versions, so a drained check works on any ring.
+assert (W_MAGIC, W_VERSION, W_RECSIZE, W_CAPACITY, W_CLAIM, W_PUBLISHED, W_COMMITTED) == (0, 1, 2, 3, 16, 17, 48)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class _Header:
+    """Typed access to the header words of a mapped segment (``owner`` enforced on writes)."""
+
+    def __init__(self, buf, role: str | None) -> None:
+        mv = memoryview(buf)[: L.HEADER_BYTES]
+        self.u = mv.cast("Q")
+        self.i = mv.cast("q")
+        self.f = mv.cast("d")
+        self.role = role
+
+    def get(self, name: str) -> int | float:
+        f = L.FIELD_BY_NAME[name]
+        return self.f[f.word] if f.kind == "f64" else (self.i[f.word] if f.kind == "i64" else self.u[f.word])
+
+    def set(self, name: str, value: int | float) -> None:
+        f = L.FIELD_BY_NAME[name]
+        if f.owner != self.role:
+            raise PermissionError(f"{self.role} may not write {name} (owned by {f.owner})")
+        if f.kind == "f64":
+            self.f[f.word] = float(value)
+        elif f.kind == "i64":
+            self.i[f.word] = int(value)
+        else:
+            self.u[f.word] = int(value)
+
+    def add(self, name: str, delta: int) -> None:
+        f = L.FIELD_BY_NAME[name]
+        if f.owner != self.role:
+            raise PermissionError(f"{self.role} may not write {name} (owned by {f.owner})")
+        self.u[f.word] = self.u[f.word] + int(delta)
+
+
+def _check_header(h: _Header, ring: str, size: int | None = None) -> None:
+    magic = h.u[W_MAGIC]
+    if magic == 0:
+        raise RingMissing(f"ring {ring!r} is still being created")
+    if magic != L.MAGIC:
+        raise LayoutMismatch(f"ring {ring!r}: {S.segment_path(ring)} is not a tagpipe ring (bad magic)")
+    if h.u[W_VERSION] != L.LAYOUT_VERSION or h.u[W_RECSIZE] != L.RECORD_SIZE:
+        raise LayoutMismatch(
+            f"ring {ring!r} has layout version {h.u[W_VERSION]} with {h.u[W_RECSIZE]}-byte records;"
+            f" this version reads layout {L.LAYOUT_VERSION} with {L.RECORD_SIZE}-byte records"
+        )
+    if size is not None and size < L.segment_bytes(int(h.u[W_CAPACITY])):
+        raise LayoutMismatch(f"ring {ring!r}: segment of {size} bytes is too small for capacity {h.u[W_CAPACITY]}")
+
+
+def _data_view(buf, capacity: int) -> np.ndarray:
+    return np.frombuffer(buf, dtype=L.RECORD_DTYPE, count=capacity, offset=L.HEADER_BYTES)
+
+
+class _Endpoint:
+    """What the producer and consumer share: the mapping, the role lock, the doorbell."""
+
+    role = ""
+
+    def __init__(self, name: str, shm, lock: S.RoleLock) -> None:
+        self.name = name
+        self._shm = shm
+        self._lock = lock
+        self.h = _Header(shm.buf, self.role)
+        self.capacity = int(self.h.u[W_CAPACITY])
+        self.epoch = int(self.h.u[W_EPOCH])
+        self.data = _data_view(shm.buf, self.capacity)
+        self.inode = os.fstat(shm._fd).st_ino  # type: ignore[attr-defined]
+        self.doorbell = S.Doorbell(name)
+        self.closed = False
+
+    def set(self, name: str, value: int | float) -> None:
+        self.h.set(name, value)
+
+    def add(self, name: str, delta: int = 1) -> None:
+        self.h.add(name, delta)
+
+    def get(self, name: str) -> int | float:
+        return self.h.get(name)
+
+    def heartbeat(self) -> None:
+        self.h.i[_W[f"{self.role}.heartbeat_us"]] = now_us()
+
+    def replaced(self) -> bool:
+        """True if the segment this endpoint maps was deleted or replaced by a new one."""
+        return S.segment_inode(self.name) != self.inode
+
+    def close(self) -> None:
+        """Mark the role stopped and release the lock. Never deletes the ring."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.h.set(f"{self.role}.state", 0)
+            self.h.set(f"{self.role}.pid", 0)
+        except (ValueError, TypeError):
+            pass
+        self.doorbell.close()
+        # numpy views hold exports of the buffer; drop them before closing the mapping.
+        self.data = None  # type: ignore[assignment]
+        self.h = None  # type: ignore[assignment]
+        try:
+            self._shm.close()
+        except BufferError:  # a caller still holds a view; the mapping dies with the process
+            pass
+        self._lock.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

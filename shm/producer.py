@@ -1,0 +1,348 @@
+"""The ring's producer (the poller): creates the ring, publishes records, never blocks.
+
+Publish: ``claim = end``, copy the records into their slots, ``published = end``, ring the
+doorbell. When the ring is full the oldest records are overwritten and counted. A producer
+killed between claim and publish leaves ``published < claim``; the next one fills that hole
+with padding records (``FLAG_PADDING``) and publishes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import struct
+import time
+
+import numpy as np
+
+from . import layout as L
+from . import segment as S
+from .errors import CapacityError, LayoutMismatch, RingMissing, RingNotDrained
+from .header import (
+    W_ALERT_ACTIVE,
+    W_ALERTS,
+    W_BATCHES,
+    W_CAPACITY,
+    W_CLAIM,
+    W_COMMITTED,
+    W_EPOCH,
+    W_MAGIC,
+    W_OVERWRITTEN,
+    W_OVERWRITTEN_UPTO,
+    W_PRODUCER_HEARTBEAT,
+    W_PUBLISHED,
+    W_RECSIZE,
+    W_VERSION,
+    _W,
+    _Endpoint,
+    _Header,
+    now_us,
+)
+
+log = logging.getLogger("tagpipe.shm")
+
+# The one-record path packs straight into the slot; same bytes as RECORD_DTYPE.
+_RECORD_STRUCT = struct.Struct("<Qqd16s16sBB6x")
+assert _RECORD_STRUCT.size == L.RECORD_SIZE
+assert all(
+    L.RECORD_DTYPE.fields[n][1] == off
+    for n, off in zip(("seq", "ts_us", "value", "plc_code", "tag_address", "quality", "flags"), (0, 8, 16, 24, 40, 56, 57))
+)
+
+
+class Producer(_Endpoint):
+    """The ring's only writer of records (the poller). Creates the ring if needed.
+
+    ``notes`` lists what ``open`` decided (created, replaced, kept the old size), for the
+    caller to log.
+    """
+
+    role = "producer"
+
+    def __init__(self, name, shm, lock, alert_threshold_pct: float, notes: list[str]) -> None:
+        super().__init__(name, shm, lock)
+        self.notes = notes
+        self.alert_threshold_pct = float(alert_threshold_pct)
+        self._unaccounted = 0
+        # Hot-path handles for put(): the header words and the raw record bytes.
+        self._hu = self.h.u
+        self._dbuf = shm.buf
+        self._slot0 = L.HEADER_BYTES
+        self._pack = _RECORD_STRUCT.pack_into
+        self._published = int(self.h.u[W_PUBLISHED])
+        self._fill_hole()
+        self.h.u[_W["producer.pid"]] = os.getpid()
+        self.h.add("producer.starts", 1)
+        self.h.set("producer.state", 1)
+        self.heartbeat()
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        capacity: int,
+        alert_threshold_pct: float = 80.0,
+        lock_retry_s: float = 3.0,
+    ) -> "Producer":
+        """Take the producer role of ring ``name``, creating or replacing the segment.
+
+        An existing ring with another capacity or layout is replaced only when drained
+        (published == committed); with another capacity and records waiting, the old
+        size is kept (see ``notes``). Raises RoleTaken, RingNotDrained, LayoutMismatch,
+        CapacityError.
+        """
+        S.check_ring_name(name)
+        if not L.MIN_CAPACITY <= capacity <= L.MAX_CAPACITY:
+            raise CapacityError(f"capacity {capacity} must be between {L.MIN_CAPACITY} and {L.MAX_CAPACITY}")
+        lock = S.RoleLock(name, "producer")
+        lock.acquire(lock_retry_s)
+        try:
+            shm, notes = cls._create_or_attach(name, capacity)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(name, shm, lock, alert_threshold_pct, notes)
+
+    @staticmethod
+    def _create_or_attach(name: str, capacity: int):
+        notes: list[str] = []
+        try:
+            shm = S.attach_segment(name)
+        except FileNotFoundError:
+            return _create(name, capacity), [f"created ring {name!r} with capacity {capacity}"]
+        except RingMissing:
+            # Empty file: a creator died before sizing it (we hold the producer lock).
+            S.unlink_segment(name)
+            return _create(name, capacity), [f"replaced half-created ring {name!r}"]
+        size_ok = shm.size >= L.HEADER_BYTES
+        h = _Header(shm.buf, None)
+        magic = h.u[W_MAGIC] if size_ok else 0
+        if magic == 0:
+            # A creator died before finishing the header: nothing in it was ever published.
+            del h
+            shm.close()
+            S.unlink_segment(name)
+            return _create(name, capacity), [f"replaced half-created ring {name!r}"]
+        if magic != L.MAGIC:
+            del h
+            shm.close()
+            raise LayoutMismatch(f"{S.segment_path(name)} is not a tagpipe ring; remove it or choose another RING_NAME")
+        published, committed = int(h.u[W_PUBLISHED]), int(h.u[W_COMMITTED])
+        drained = committed >= published
+        old_cap, version, recsize = int(h.u[W_CAPACITY]), int(h.u[W_VERSION]), int(h.u[W_RECSIZE])
+        del h
+        if version != L.LAYOUT_VERSION or recsize != L.RECORD_SIZE:
+            shm.close()
+            if not drained:
+                raise RingNotDrained(
+                    f"ring {name!r} has layout version {version} and still holds {published - committed}"
+                    f" unwritten records; run the previous version's writer until it is drained, or"
+                    f" discard them with 'python -m pipeline delete-ring --name {name}'"
+                )
+            S.unlink_segment(name)
+            return _create(name, capacity), [f"replaced drained ring {name!r} of layout version {version}"]
+        if shm.size < L.segment_bytes(old_cap):
+            shm.close()
+            raise LayoutMismatch(
+                f"ring {name!r}: {S.segment_path(name)} is {shm.size} bytes, too small for its"
+                f" capacity {old_cap}; delete it with 'python -m pipeline delete-ring --name {name}'"
+            )
+        if old_cap != capacity:
+            if drained:
+                shm.close()
+                S.unlink_segment(name)
+                return _create(name, capacity), [
+                    f"replaced drained ring {name!r}: capacity {old_cap} -> {capacity}"
+                ]
+            notes.append(
+                f"kept ring {name!r} at capacity {old_cap} (BUFFER_MAX_SIZE is {capacity}):"
+                f" {published - committed} records are not yet written; it is resized once drained"
+            )
+        else:
+            notes.append(f"attached to ring {name!r} (capacity {old_cap}, {published - committed} records waiting)")
+        return shm, notes
+
+    def _fill_hole(self) -> None:
+        claim = int(self.h.u[W_CLAIM])
+        if claim <= self._published:
+            self.h.u[W_CLAIM] = self._published
+            return
+        n = claim - self._published
+        pad = np.zeros(n, dtype=L.RECORD_DTYPE)
+        pad["flags"] = L.FLAG_PADDING
+        # Publish the padding at the same seqs the dead producer had claimed.
+        self._write(pad, self._published)
+        self.h.u[W_PUBLISHED] = claim
+        self._published = claim
+        self.h.add("producer.padding", n)
+        self.notes.append(f"filled a hole of {n} records left by a producer that died mid-publish")
+
+    def _write(self, recs: np.ndarray, start: int) -> None:
+        n = len(recs)
+        recs["seq"] = np.arange(start, start + n, dtype=np.uint64)
+        cap = self.capacity
+        s0 = start % cap
+        n1 = min(n, cap - s0)
+        self.data[s0 : s0 + n1] = recs[:n1]
+        if n1 < n:
+            self.data[: n - n1] = recs[n1:]
+
+    @property
+    def published(self) -> int:
+        return self._published
+
+    def publish(self, recs: np.ndarray) -> int:
+        """Publish records (a RECORD_DTYPE array; ``seq`` is filled in here). Never blocks.
+
+        Returns the new ``published`` value. More records than the capacity are published
+        in chunks (the oldest are overwritten and counted).
+        """
+        if recs.dtype != L.RECORD_DTYPE:  # numpy would convert field by field, silently
+            raise TypeError(f"publish() takes a RECORD_DTYPE array, not {recs.dtype}")
+        cap = self.capacity
+        n = len(recs)
+        if n == 0:
+            return self._published
+        for off in range(0, n, cap):
+            chunk = recs[off : off + cap]
+            start = self._published
+            end = start + len(chunk)
+            self.h.u[W_CLAIM] = end
+            self._write(chunk, start)
+            self.h.u[W_PUBLISHED] = end
+            self._published = end
+        hu = self._hu
+        hu[W_BATCHES] = hu[W_BATCHES] + 1
+        self._account(n)
+        self.doorbell.ring()
+        return self._published
+
+    def put(self, ts_us: int, value: float, plc_code: bytes, tag_address: bytes, quality: int, flags: int = 0) -> None:
+        """Publish one record (the one-record path). Never blocks.
+
+        Call ``flush()`` after a burst of puts: it does the accounting and rings the
+        doorbell, which ``put`` skips for speed. ``plc_code`` / ``tag_address`` must have
+        been checked with ``layout.check_field_text`` where they entered (configuration):
+        like a numpy assignment, packing does not check their length.
+        """
+        seq = self._published
+        end = seq + 1
+        hu = self._hu
+        hu[W_CLAIM] = end  # claim before the slot is touched ...
+        self._pack(self._dbuf, self._slot0 + (seq % self.capacity) * 64, seq, ts_us, value, plc_code, tag_address, quality, flags)
+        hu[W_PUBLISHED] = end  # ... published only after it is complete
+        self._published = end
+        self._unaccounted += 1
+
+    def flush(self) -> None:
+        """Account for records ``put`` since the last flush and ring the doorbell."""
+        if self._unaccounted:
+            n, self._unaccounted = self._unaccounted, 0
+            self._account(n)
+            self.doorbell.ring()
+
+    def _account(self, n: int) -> None:
+        """Overflow accounting, the hour window, heartbeat and the utilization alert.
+
+        ``producer.overwritten`` counts seqs below ``published - capacity`` that were not
+        yet committed when their slot was reused (an estimate from the producer's side:
+        a consumer may hold a copy; ``consumer.lost`` is the exact count).
+        """
+        hu = self._hu
+        end = self._published
+        cap = self.capacity
+        committed = hu[W_COMMITTED]
+        overwritten = 0
+        floor = end - cap
+        if floor > 0:
+            upto = max(hu[W_OVERWRITTEN_UPTO], committed)
+            if floor > upto:
+                overwritten = floor - upto
+                hu[W_OVERWRITTEN] = hu[W_OVERWRITTEN] + overwritten
+                hu[W_OVERWRITTEN_UPTO] = floor
+            elif upto > hu[W_OVERWRITTEN_UPTO]:
+                hu[W_OVERWRITTEN_UPTO] = upto
+        t = time.time_ns() // 1000
+        self.h.i[W_PRODUCER_HEARTBEAT] = t
+        minute = t // 60_000_000
+        base = L.HOUR_BUCKETS_BASE + (minute % L.HOUR_BUCKETS) * L.HOUR_BUCKET_WORDS
+        if hu[base] != minute:  # a new minute reuses the bucket of an hour ago
+            hu[base + 1] = 0
+            hu[base + 2] = 0
+            hu[base] = minute
+        hu[base + 1] = hu[base + 1] + n
+        if overwritten:
+            hu[base + 2] = hu[base + 2] + overwritten
+        used = end - max(committed, floor)
+        pct = 100.0 * used / cap
+        threshold = self.alert_threshold_pct
+        if not hu[W_ALERT_ACTIVE]:
+            if pct >= threshold:
+                hu[W_ALERT_ACTIVE] = 1
+                hu[W_ALERTS] = hu[W_ALERTS] + 1
+                log.warning(
+                    "ring %r is %.1f%% full (BUFFER_ALERT_THRESHOLD %.1f%%): the writer is falling behind",
+                    self.name, pct, threshold,
+                )
+        elif pct < threshold - min(5.0, threshold / 2):  # hysteresis: one warning per crossing
+            hu[W_ALERT_ACTIVE] = 0
+            log.info("ring %r back to %.1f%% full", self.name, pct)
+
+    def used(self) -> int:
+        """Records published but not yet committed (at most the capacity)."""
+        return min(self._published - int(self.h.u[W_COMMITTED]), self.capacity)
+
+    def plc_slot(self, index: int) -> "PlcSlot":
+        return PlcSlot(self.h, index)
+
+    def close(self) -> None:
+        if not self.closed and self.h is not None:
+            self.flush()
+        self._hu = self._dbuf = None  # drop buffer exports before the mapping closes
+        super().close()
+
+
+class PlcSlot:
+    """Writer of one per-PLC row of the header's PLC table (producer only)."""
+
+    def __init__(self, h: _Header, index: int) -> None:
+        if not 0 <= index < L.MAX_PLCS:
+            raise IndexError(f"PLC slot {index} out of range (max {L.MAX_PLCS})")
+        self._u = h.u
+        self._i = h.i
+        self._base = L.PLC_TABLE_BASE + index * L.PLC_SLOT_WORDS
+
+    def set_code(self, code: str) -> None:
+        w0, w1 = L.encode_code(code)
+        self._u[self._base] = w0
+        self._u[self._base + 1] = w1
+
+    def set(self, field: str, value: int) -> None:
+        self._i[self._base + L.PLC_SLOT_FIELDS.index(field)] = int(value)
+
+    def add(self, field: str, delta: int = 1) -> None:
+        w = self._base + L.PLC_SLOT_FIELDS.index(field)
+        self._i[w] = self._i[w] + int(delta)
+
+
+def _create(name: str, capacity: int):
+    size = L.segment_bytes(capacity)
+    free = S.shm_free_bytes()
+    if size > free:
+        raise CapacityError(
+            f"a ring of {capacity} records needs {size} bytes of shared memory; {S.SHM_DIR} has {free} free"
+        )
+    shm = S.create_segment(name, size)
+    h = _Header(shm.buf, "creator")
+    u = h.u
+    u[W_RECSIZE] = L.RECORD_SIZE
+    u[W_CAPACITY] = capacity
+    u[_W["data_offset"]] = L.HEADER_BYTES
+    u[W_EPOCH] = secrets.randbits(63) or 1
+    h.i[_W["created_us"]] = now_us()
+    u[_W["header_bytes"]] = L.HEADER_BYTES
+    u[W_VERSION] = L.LAYOUT_VERSION
+    u[W_MAGIC] = L.MAGIC  # last: an attacher seeing the magic sees a complete header
+    del h, u
+    return shm
