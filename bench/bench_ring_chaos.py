@@ -3,9 +3,10 @@
     make bench BENCH_ARGS="ring_chaos"      (or: .venv/bin/python -m bench ring_chaos [--duration=S])
 
 The long version of ``tests/test_ring_chaos.py``: a producer process publishing batches
-(and single puts) into a small ring, a consumer process that stores every delivered
-identity in its own SQLite file before committing it in the ring, and a SIGKILL of one or
-the other every 0.2-1.0 s, each restarted at once. At the end the ring is drained and
+(and single puts) at 20,000 records/s into an 8,000-record ring, a consumer process that
+stores every delivered identity in its own SQLite file before committing it in the ring
+(and now and then stalls 0.3-0.8 s, like a slow database, so the ring overflows), and a
+SIGKILL of one or the other every 0.2-1.0 s, each restarted at once. At the end the ring is drained and
 checked: published == delivered + lost + padding (header counters), 0 torn records,
 0 duplicates, SQLite rows == consumer.delivered + stored_then_overwritten (records a
 killed consumer had stored but not committed, overwritten before its successor could
@@ -27,9 +28,10 @@ REPO = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench ring_chaos")
     ap.add_argument("--duration", type=float, default=240.0, help="seconds of kills")
-    ap.add_argument("--capacity", type=int, default=2000)
+    ap.add_argument("--capacity", type=int, default=8000)
     ap.add_argument("--rate", type=float, default=20_000, help="producer records/s")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stall-p", type=float, default=0.005, help="chance per batch of a 0.3-0.8 s consumer stall")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "tests"))  # the helper processes live with the tests
     from ring_helpers.chaos import problems, run_chaos
@@ -40,12 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tagpipe-chaos-") as tmp:
         try:
-            r = run_chaos(ring, Path(tmp), a.duration, a.capacity, a.rate, a.seed,
+            r = run_chaos(ring, Path(tmp), a.duration, a.capacity, a.rate, a.seed, stall_p=a.stall_p,
                           log=lambda m: print(f"  {time.monotonic() - t0:6.1f} s: {m}", flush=True))
         finally:
             delete_ring(ring, force=True)
     print(f"command: python -m bench ring_chaos --duration={a.duration:g} --capacity={a.capacity}"
-          f" --rate={a.rate:g} --seed={a.seed}")
+          f" --rate={a.rate:g} --seed={a.seed} --stall-p={a.stall_p:g}")
     print(f"{r['kills_producer']} producer kills, {r['kills_consumer']} consumer kills in {a.duration:g} s")
     for k, v in r.items():
         print(f"  {k:<24} {v:>12,}")

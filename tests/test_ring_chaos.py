@@ -6,10 +6,10 @@ from ring_helpers.chaos import problems, run_chaos
 
 
 def test_random_kills_of_both_sides_lose_nothing_uncounted(ring_name, tmp_path):
-    r = run_chaos(ring_name, tmp_path, duration_s=15, capacity=2000, rate=20_000, seed=2026)
+    r = run_chaos(ring_name, tmp_path, duration_s=15, capacity=8000, rate=20_000, seed=2026)
     assert problems(r) == [], r
     assert r["kills_producer"] + r["kills_consumer"] >= 10, r
     assert r["kills_producer"] and r["kills_consumer"], r
-    assert r["lost"] > 0, r  # the small ring overflowed while the consumer was down
+    assert r["lost"] > 0, r  # the ring overflowed while the consumer was down or stalled
     assert r["delivered"] > 10_000, r
     assert r["producer_starts"] <= r["kills_producer"] + 1

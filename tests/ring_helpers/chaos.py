@@ -21,8 +21,8 @@ from shm import Observer
 from .proc import Role
 
 
-def run_chaos(ring: str, workdir: Path, duration_s: float, capacity: int = 2000, rate: float = 20_000,
-              seed: int = 1, kill_gap_s: tuple[float, float] = (0.2, 1.0), log=None) -> dict:
+def run_chaos(ring: str, workdir: Path, duration_s: float, capacity: int = 8000, rate: float = 20_000,
+              seed: int = 1, kill_gap_s: tuple[float, float] = (0.2, 1.0), stall_p: float = 0.005, log=None) -> dict:
     """Run the chaos for ``duration_s`` and return the reckoning (see ``check``).
 
     Every process started is stopped before returning (by pid).
@@ -36,7 +36,7 @@ def run_chaos(ring: str, workdir: Path, duration_s: float, capacity: int = 2000,
             r = Role("chaos-produce", ring, "--capacity", capacity, "--batch", 300, "--rate", rate,
                      "--seed", rnd.randrange(1, 1 << 30))
         else:
-            r = Role("chaos-consume", ring, "--db", db, "--max-n", 500)
+            r = Role("chaos-consume", ring, "--db", db, "--max-n", 500, "--stall-p", stall_p)
         roles[kind] = r
         return r
 
