@@ -124,7 +124,7 @@ SETTINGS: list[Setting] = [
     Setting("BUFFER_ALERT_THRESHOLD", "float", 80.0, "Ring fill (%) above which a warning is logged and health degrades.", 1.0, 100.0),
     # --- writer ---
     Setting("BUFFER_BATCH_SIZE", "int", 500, "Records per batch normally; a batch goes when this many wait.", 1, 100_000),
-    Setting("BUFFER_BATCH_MAX", "int", 20_000, "Largest batch the writer grows to under a backlog.", 1, 1_000_000),
+    Setting("BUFFER_BATCH_MAX", "int", 20_000, "Largest batch the writer grows to under a backlog (capped at half the ring; 20,000 measured: see BENCHMARKS.md).", 1, 1_000_000),
     Setting("BUFFER_WRITE_INTERVAL", "float", 0.5, "Seconds after which a partial batch is written anyway.", 0.001, 60.0),
     Setting("ORACLE_RETRY_MAX", "int", 3, "Attempts per batch before it goes to a backup file (waits 1 s, 2 s, 4 s, ...).", 1, 10),
     Setting("BACKUP_FILE_PATH", "str", "./backup", "Folder of CSV backup files written while the database is down.", check=_nonempty),
@@ -133,7 +133,7 @@ SETTINGS: list[Setting] = [
     Setting("BACKUP_RETENTION_DAYS", "float", 7.0, "Days replayed backup files are kept in BACKUP_FILE_PATH/replayed/ before removal.", 0.0, 3650.0),
     Setting("BACKUP_FILE_MAX_ROWS", "int", 100_000, "Rows after which the writer starts a new backup file while spilling.", 100, 10_000_000),
     Setting("DB_PROBE_MIN_INTERVAL", "float", 1.0, "Seconds before the first database probe once the circuit opens (then doubling, with jitter).", 0.05, 3600.0),
-    Setting("DB_PROBE_MAX_INTERVAL", "float", 30.0, "Longest wait (s) between database probes while the database is down.", 0.05, 3600.0),
+    Setting("DB_PROBE_MAX_INTERVAL", "float", 10.0, "Longest wait (s) between database probes while the database is down.", 0.05, 3600.0),
     Setting("SQLITE_BUSY_TIMEOUT", "float", 1.0, "Seconds a SQLite write waits for a lock held by another connection before the attempt fails.", 0.0, 60.0),
     # --- oracle ---
     Setting("ORACLE_HOST", "str", "", "Oracle host; setting it (or ORACLE_DSN) selects the Oracle sink."),
