@@ -76,6 +76,21 @@ def ceiling(rows: list[tuple], batch: int, sync: str, folder: Path) -> tuple[flo
     return len(rows) / dt, len(rows) / max(cpu, 1e-9)
 
 
+def _fsync_ms(folder: Path) -> str:
+    fd = os.open(folder / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    times = []
+    try:
+        for _ in range(200):
+            os.write(fd, b"x" * 4096)
+            t = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+    times.sort()
+    return f"p50 {times[100] * 1000:.2f} ms, p99 {times[198] * 1000:.2f} ms"
+
+
 def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -208,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
             wr, wrc = writer_rate(min(a.rows, 300_000), folder, b)
             cb, cbc = ceiling(rows[:200_000], b, "FULL", folder)
             print(f"  BUFFER_BATCH_MAX {b:>6}: writer {wr:>9,.0f} rows/s ({wrc:>9,.0f} per CPU s), ceiling {cb:>9,.0f} rows/s ({cbc:>9,.0f} per CPU s), one batch ~{b / cb * 1000:6.1f} ms")
-        print("\n-- durable commits: executemany ceiling, synchronous FULL vs NORMAL")
+        print("\n-- durable commits: executemany ceiling, synchronous FULL vs NORMAL (best of 3 each)")
+        print(f"  fsync of a 4 kB append on this disk: {_fsync_ms(folder)}")
         for b in (500, 20_000):
-            full = max(ceiling(rows[:200_000], b, "FULL", folder)[0] for _ in range(2))
-            normal = max(ceiling(rows[:200_000], b, "NORMAL", folder)[0] for _ in range(2))
+            full = max(ceiling(rows[:200_000], b, "FULL", folder)[0] for _ in range(3))
+            normal = max(ceiling(rows[:200_000], b, "NORMAL", folder)[0] for _ in range(3))
             print(f"  batches of {b:>6}: FULL {full:>9,.0f} rows/s, NORMAL {normal:>9,.0f} rows/s, FULL/NORMAL {full / normal:.2f}")
         print(f"\n-- poll-to-commit latency at {a.rate:,.0f} values/s for {a.seconds:.0f} s (default settings)")
         p50, p99, mx, n = latency(a.rate, a.seconds, folder)
