@@ -171,3 +171,29 @@ def test_run_stop_right_after_start_is_still_orderly(pipeline_run, ring_name):
     assert "status page on" in proc.stdout.readline()
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0, "\n".join(lines.lines[-30:])
+
+
+def test_run_second_ctrl_c_stops_at_once_and_loses_nothing(pipeline_run, ring_name, tmp_path):
+    db = tmp_path / "data" / "tagpipe.db"
+    proc, lines, _ = pipeline_run(ring_name, "--rate", "2000")
+    wait_until(lambda: delivered(ring_name) > 1000, 60, "values committed")
+    # The database goes busy (another program holds its write lock): the writer cannot
+    # commit, so values wait in the ring when the second Ctrl-C kills everything.
+    blocker = sqlite3.connect(db, timeout=30, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        lines.wait_for(r"stopping poller", timeout=30)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 5, "\n".join(lines.lines[-30:])
+        lines.wait_for(r"second stop signal: killing every child", timeout=5)
+        left = ring_counts(ring_name)
+        assert left["consumer.committed"] < left["producer.published"], left  # values were still waiting
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    # The next run writes what the killed writer left in the ring, each value once.
+    proc, lines, _ = pipeline_run(ring_name, "--rate", "2000", "--duration", "2")
+    assert proc.wait(90) == 0, "\n".join(lines.lines[-30:])
+    check_every_value_once(db, ring_name)
