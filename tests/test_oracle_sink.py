@@ -88,7 +88,7 @@ def test_oracle_bad_rows_are_quarantined_before_commit_and_the_rest_commits(targ
         seen["seqs"] = rows["seq"].tolist()
         seen["codes"] = [e.code for e in errors]
 
-    sink = make_sink(target, table, cursor_table)
+    sink = make_sink(target, table, cursor_table, ORACLE_INSERT_CHUNK_ROWS="100")  # two round trips
     try:
         res = sink.write(3, recs, on_rejected)
     finally:

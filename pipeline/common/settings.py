@@ -154,6 +154,7 @@ SETTINGS: list[Setting] = [
     Setting("ORACLE_WALLET_LOCATION", "str", "", "Folder of the wallet (ewallet.pem) for TCPS connections."),
     Setting("ORACLE_WALLET_PASSWORD", "secret", "", "Password of the wallet's private key (never logged or shown)."),
     Setting("ORACLE_CONFIG_DIR", "str", "", "Folder of tnsnames.ora, so ORACLE_DSN may be a net service name."),
+    Setting("ORACLE_INSERT_CHUNK_ROWS", "int", 5_000, "Rows per executemany round trip (a larger batch is sent in several, in one transaction).", 100, 100_000),
     # --- poller ---
     Setting("TAGS_FILE", "str", "", "TOML file of PLCs and tags; without it the built-in simulator runs."),
     # --- web ---

@@ -77,6 +77,7 @@ class OracleConfig:
     wallet_location: str = ""
     wallet_password: str = ""
     config_dir: str = ""
+    insert_chunk_rows: int = 5_000
 
     @classmethod
     def from_settings(cls, s: Any) -> "OracleConfig":
@@ -85,7 +86,7 @@ class OracleConfig:
             s.oracle_username, s.oracle_password, dsn, s.oracle_pool_min, s.oracle_pool_max, s.oracle_table,
             s.oracle_cursor_table, s.oracle_columns, s.oracle_call_timeout_ms, s.oracle_connect_timeout_s,
             s.oracle_pool_wait_ms, s.oracle_expire_time_min, s.oracle_wallet_location, s.oracle_wallet_password,
-            s.oracle_config_dir,
+            s.oracle_config_dir, s.oracle_insert_chunk_rows,
         )
 
     @property
@@ -238,10 +239,11 @@ class OracleSink:
                 conn.rollback()  # releases the cursor row lock
                 return WriteResult(duplicates=duplicates)
             rows, sent, rejected = self.bind_rows(epoch, records, fresh)
-            if rows:
+            chunk = self.cfg.insert_chunk_rows
+            for start in range(0, len(rows), chunk):  # one round trip per chunk, one transaction
                 try:
                     cur.setinputsizes(*self._input_sizes())
-                    cur.executemany(self.insert_sql, rows, batcherrors=True)
+                    cur.executemany(self.insert_sql, rows[start:start + chunk], batcherrors=True)
                 except oracledb.Error as exc:
                     raise classify(exc, f"inserting into {self.cfg.table}", self.cfg.secrets) from None
                 for e in cur.getbatcherrors():
@@ -250,7 +252,7 @@ class OracleSink:
                         # bad row: quarantining every row for it would be wrong. Oracle
                         # raises these for the statement; seerdb's server per row.
                         raise PermanentSinkError(scrub(f"inserting into {self.cfg.table}: {first_line(e)}", self.cfg.secrets), e.full_code)
-                    rejected.append(RowError(int(sent[e.offset]), e.full_code, first_line(e)))
+                    rejected.append(RowError(int(sent[start + e.offset]), e.full_code, first_line(e)))
             rejected.sort(key=lambda r: r.index)
             if rejected and on_rejected is not None:
                 on_rejected(records[[r.index for r in rejected]], rejected)
