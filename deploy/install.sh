@@ -114,6 +114,10 @@ PY
 
 echo "5. unit files into $UNIT_DIR"
 render "$UNIT_DIR"
+if [ ! -d /run/systemd/system ]; then
+  echo "systemd is not running here: run 'systemctl daemon-reload && systemctl enable --now tagpipe.target' on the target system"
+  exit 0
+fi
 systemctl daemon-reload
 
 if [ "$START" = 1 ]; then

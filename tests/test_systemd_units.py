@@ -128,3 +128,29 @@ def test_systemd_install_refuses_relative_paths(tmp_path):
     r = subprocess.run(["bash", str(REPO / "deploy" / "install.sh"), "--render-only", str(tmp_path), "--data-dir", "data"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "must be an absolute path" in r.stderr
+
+
+def test_systemd_install_script_runs_every_step_in_temporary_folders(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("install.sh's full run needs root (it chowns the folders and the settings file)")
+    app, data, units, env_file = tmp_path / "app", tmp_path / "data", tmp_path / "units", tmp_path / "etc" / "tagpipe.env"
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid()).gr_name
+    args = ["bash", str(REPO / "deploy" / "install.sh"), "--no-start", "--app-dir", str(app), "--data-dir", str(data),
+            "--env-file", str(env_file), "--user", user, "--group", group, "--python", sys.executable, "--unit-dir", str(units)]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (data / "backup").is_dir() and oct((data / "backup").stat().st_mode & 0o777) == "0o750"
+    assert oct(env_file.stat().st_mode & 0o777) == "0o640"
+    text = env_file.read_text()
+    assert f"\nSQLITE_PATH={data}/tagpipe.db\n" in text and f"\nBACKUP_FILE_PATH={data}/backup\n" in text
+    assert "ORACLE_PASSWORD=" in text  # every setting is there to fill in
+    for u in UNITS:
+        assert f"EnvironmentFile={env_file}" in (units / u).read_text() or u.endswith(".target")
+    # A mistake in the settings file stops the install before any unit is written, in one line.
+    env_file.write_text(text + "BUFFER_BATCH_SIZE=0\n")
+    for u in UNITS:
+        (units / u).unlink()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "BUFFER_BATCH_SIZE" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
+    assert not any((units / u).exists() for u in UNITS)
