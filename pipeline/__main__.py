@@ -18,7 +18,7 @@ import sys
 
 # subcommand -> (module, help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("pipeline.supervisor", "run poller, writer and web together (the default)"),
+    "run": ("pipeline.supervisor", "run poller, writer and web together (the default; --rate N [--duration S]: load mode)"),
     "status": ("pipeline.status", "print the monitoring data in the terminal"),
     "check-db": ("pipeline.writer.checkdb", "connect to the configured database and check the table"),
     "overflow-check": ("pipeline.poller.overflow_check", "the original overflow check on a scratch ring"),
