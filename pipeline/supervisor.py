@@ -42,8 +42,8 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 30.0  # a child that ran this long starts again from the first backoff
 WEB_STOP_S = 5.0
-EXTRA_STOP_S = 5.0
-LOAD_MAX_S = 7 * 86_400  # the poller's longest load run  # on top of SHUTDOWN_TIMEOUT, for interpreter exit after the flush
+EXTRA_STOP_S = 5.0  # on top of SHUTDOWN_TIMEOUT, for interpreter exit after the flush
+LOAD_MAX_S = 7 * 86_400  # the poller's longest load run
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,6 @@ class Supervisor:
         self.stops = stops
         self.clock = clock
         self.ctx = mp.get_context("spawn")
-        self.result: int | None = None
 
     def start(self, child: Child) -> None:
         spec = child.spec
