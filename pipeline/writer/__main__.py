@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if consumer is None:
         log.info("stopped while waiting for the ring")
         return exitcodes.OK
-    writer = Writer(consumer, make_sink(settings), settings, stop=signals, tick=watchdog.tick)
+    writer = None
     try:
+        writer = Writer(consumer, make_sink(settings), settings, stop=signals, tick=watchdog.tick)
         writer.start()
         sdnotify.ready(status=f"writing ring {settings.ring_name!r} to {writer.sink.kind}")
         log.info("writing ring %r (capacity %d, epoch %d) to %s", settings.ring_name, consumer.capacity, consumer.epoch, writer.sink.kind)
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     writer.attach(consumer)
         sdnotify.stopping("flushing")
+        if consumer is not None:
+            consumer.set("consumer.state", 2)  # ROLE_STATE "stopping", for the status page
         deadline = time.monotonic() + settings.shutdown_timeout
         done = writer.flush(deadline) if consumer is not None else True
         left = consumer.pending() if consumer is not None else 0
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("writer failed")
         return exitcodes.ERROR
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
         if consumer is not None:
             consumer.close()
 
