@@ -63,10 +63,12 @@ def full_code(exc: BaseException) -> str:
 
 
 def first_line(exc: BaseException) -> str:
-    """The error's first line (python-oracledb appends a help URL on the next one)."""
+    """The error's text on one line, without python-oracledb's "Help: <url>" line (the
+    cause, e.g. ``[SSL: CERTIFICATE_VERIFY_FAILED]``, is often on the second line)."""
     err = exc.args[0] if getattr(exc, "args", None) else exc
     text = str(getattr(err, "message", None) or err)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("Help:")]
+    return " ".join(lines) if lines else type(exc).__name__
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -49,9 +49,11 @@ def cursor_schema(catalog: Catalog, cursor_table: str = "TAGPIPE_CURSOR") -> Non
 class EmulatorServer:
     """A Mirror on 127.0.0.1 serving ``catalog``; one backend session per connection."""
 
-    def __init__(self, catalog: Catalog, port: int = 0) -> None:
+    def __init__(self, catalog: Catalog, port: int = 0, ssl_context=None) -> None:
+        """``ssl_context`` (server side) makes it a TCPS listener: TLS from the first byte."""
         self.catalog = catalog
-        self._server = Server("127.0.0.1", port, backend_factory=catalog.backend, field_version=catalog.field_version)
+        self._server = Server("127.0.0.1", port, backend_factory=catalog.backend, field_version=catalog.field_version,
+                              ssl_context=ssl_context)
         self.port: int = self._server.port
         self._thread: threading.Thread | None = None
 
