@@ -131,3 +131,18 @@ def test_oracle_black_hole_times_out_instead_of_hanging(target, tables, proxy):
     finally:
         sink.close()
     assert_exactly_once(target, table, 6, range(20))
+
+
+def test_oracle_exhausted_pool_times_out_instead_of_waiting_forever(target, tables):
+    table, cursor_table = tables
+    sink = make_sink(target, table, cursor_table, ORACLE_POOL_MIN="1", ORACLE_POOL_MAX="1", ORACLE_POOL_WAIT_MS="800")
+    try:
+        with sink.connection():  # the only connection is busy (e.g. a stuck call)
+            started = time.monotonic()
+            with pytest.raises(TransientSinkError) as err:
+                sink.write(1, make_records(range(5)))
+            assert err.value.code == "DPY-4005"
+            assert time.monotonic() - started < 30
+        assert sink.write(1, make_records(range(5))).written == 5
+    finally:
+        sink.close()

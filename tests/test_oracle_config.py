@@ -1,0 +1,78 @@
+"""Oracle settings and the shipped DDL: column mapping validation, and sql/ matching what
+the sink writes (and what the emulator models)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline.common.errors import ConfigError
+from pipeline.common.settings import load_settings, parse_oracle_columns
+from pipeline.writer.sinks.oracle import OracleSink
+from tests.conftest import REPO
+from tests.oracle_emulator.targets import CURSOR_COLS, tag_data_cols
+
+
+def test_oracle_columns_mapping_keeps_unnamed_columns_and_drops_dashes():
+    m = parse_oracle_columns("ts=Meas_Time, PLC_CODE=PLC_ID,RING_EPOCH=-,SEQ=-")
+    assert m == {"TS": "MEAS_TIME", "PLC_CODE": "PLC_ID", "TAG_ADDRESS": "TAG_ADDRESS", "TAG_VALUE": "TAG_VALUE",
+                 "QUALITY": "QUALITY", "RING_EPOCH": None, "SEQ": None}
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("TS", "is not LOGICAL=COLUMN"),
+    ("WHEN=TS", "is not LOGICAL=COLUMN"),
+    ("TS=A,TS=B", "mapped twice"),
+    ("TS=-", "cannot be left out"),
+    ("SEQ=-", "kept or left out together"),
+    ("TS=X,PLC_CODE=X", "same table column"),
+    ("TS=1BAD", "is not a column name"),
+    ("TS=MEAS TIME", "is not a column name"),
+])
+def test_oracle_columns_mapping_refuses_bad_text(text, reason):
+    with pytest.raises(ConfigError) as err:
+        load_settings({"ORACLE_COLUMNS": text}, env_file=None)
+    assert "ORACLE_COLUMNS" in str(err.value) and reason in str(err.value)
+
+
+def test_oracle_password_is_masked_in_settings_repr():
+    s = load_settings({"ORACLE_DSN": "h:1/s", "ORACLE_PASSWORD": "pw-9f8e7d", "ORACLE_WALLET_PASSWORD": "wl-1a2b3c"}, env_file=None)
+    assert "pw-9f8e7d" not in repr(s) and "wl-1a2b3c" not in repr(s)
+    sink = OracleSink.from_settings(s)
+    assert "pw-9f8e7d" not in repr(sink.cfg) + sink.describe()
+
+
+def _ddl_columns(sql: str, table: str) -> dict[str, str]:
+    body = re.search(rf"CREATE TABLE {table} \((.*?)\n\)", sql, re.S).group(1)
+    cols = {}
+    for line in body.splitlines():
+        m = re.match(r"\s+([A-Z_]+)\s+([A-Z0-9_(), ]+?)\s*(NOT NULL)?,?$", line)
+        if m and m.group(1) != "CONSTRAINT":
+            cols[m.group(1)] = m.group(2).strip() + (" NOT NULL" if m.group(3) else "")
+    return cols
+
+
+def test_oracle_shipped_ddl_has_the_columns_the_sink_writes_and_the_emulator_models():
+    sql = (REPO / "sql" / "01_tables.sql").read_text()
+    data = _ddl_columns(sql, "TAG_DATA")
+    cursor = _ddl_columns(sql, "TAGPIPE_CURSOR")
+    sink = OracleSink.from_settings(load_settings({"ORACLE_DSN": "h:1/s"}, env_file=None))
+    assert [c for _, c in sink.targets] == list(data)
+    kinds = {"TIMESTAMP": "TIMESTAMP(6)", "NUMBER": "NUMBER"}
+    for col in tag_data_cols():
+        want = f"VARCHAR2({col.size} BYTE)" if col.kind == "VARCHAR2" else (f"NUMBER({col.size})" if col.size else kinds[col.kind])
+        assert data[col.name] == want + ("" if col.nullable else " NOT NULL"), col.name
+    assert list(cursor) == [c.name for c in CURSOR_COLS]
+    for stmt in (sink.read_cursor_sql, sink.update_cursor_sql, sink.insert_cursor_sql):
+        assert set(re.findall(r"\b(RING_EPOCH|NEXT_SEQ|UPDATED_AT)\b", stmt)) <= set(cursor)
+    assert "PRIMARY KEY (RING_EPOCH, SEQ)" in sql and "PRIMARY KEY (RING_EPOCH)" in sql
+    assert "PARTITION BY RANGE (TS) INTERVAL" in sql
+
+
+def test_oracle_grants_cover_what_the_sink_does():
+    grants = (REPO / "sql" / "03_grants.sql").read_text()
+    assert re.search(r"^GRANT SELECT, INSERT ON TAGPIPE\.TAG_DATA TO TAGPIPE_WRITER;", grants, re.M)
+    assert re.search(r"^GRANT SELECT, INSERT, UPDATE ON TAGPIPE\.TAGPIPE_CURSOR TO TAGPIPE_WRITER;", grants, re.M)
+    assert re.search(r"^GRANT CREATE SESSION TO TAGPIPE_WRITER;", grants, re.M)
+    assert not re.search(r"^GRANT .*(DELETE|ALTER|DROP|CREATE TABLE)", grants, re.M)
