@@ -149,6 +149,7 @@ def test_oracle_missing_table_is_permanent(target, tables):
         with pytest.raises(PermanentSinkError) as err:
             sink.write(1, make_records(range(3)))
         assert err.value.code == "ORA-00942"
+        assert sink.probe() is False  # the circuit stays open until the table exists
     finally:
         sink.close()
 

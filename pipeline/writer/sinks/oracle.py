@@ -120,6 +120,7 @@ class OracleSink:
         self.read_cursor_sql = f"SELECT NEXT_SEQ FROM {ct} WHERE RING_EPOCH = :1 FOR UPDATE WAIT {config.lock_wait_s}"
         self.update_cursor_sql = f"UPDATE {ct} SET NEXT_SEQ = :1, UPDATED_AT = :2 WHERE RING_EPOCH = :3"
         self.insert_cursor_sql = f"INSERT INTO {ct} (RING_EPOCH, NEXT_SEQ, UPDATED_AT) VALUES (:1, :2, :3)"
+        self.probe_sql = f"SELECT {', '.join(c for _, c in self.targets)} FROM {config.table} WHERE 1 = 0"
         self.pool: oracledb.ConnectionPool | None = None
 
     @classmethod
@@ -194,10 +195,14 @@ class OracleSink:
             pass  # a dead connection: the pool has already let go of it
 
     def probe(self) -> bool:
-        """True if the database answers a ping within a few seconds now. Never raises."""
+        """True if the database answers within a few seconds now and the table with its
+        mapped columns is visible (so a missing table keeps the circuit open until the DBA
+        creates it, instead of a write failing every time). Thread-safe; never raises."""
         try:
             with self.connection(min(self.cfg.call_timeout_ms, 5_000)) as conn:
-                conn.ping()
+                with conn.cursor() as cur:
+                    cur.execute(self.probe_sql)
+                    cur.fetchall()
             return True
         except (SinkError, oracledb.Error):
             return False
