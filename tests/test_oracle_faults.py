@@ -146,3 +146,28 @@ def test_oracle_exhausted_pool_times_out_instead_of_waiting_forever(target, tabl
         assert sink.write(1, make_records(range(5))).written == 5
     finally:
         sink.close()
+
+
+def test_oracle_address_list_fails_over_to_the_next_listener(target, tables):
+    """ORACLE_DSN with an ADDRESS_LIST (RAC / Data Guard style): when the first listener
+    goes away the pool's new connections go to the second, and no record is lost."""
+    from tests.oracle_emulator.proxy import FaultProxy
+
+    table, cursor_table = tables
+    a, b = FaultProxy(target.port, target.host), FaultProxy(target.port, target.host)
+    dsn = ("(DESCRIPTION=(TRANSPORT_CONNECT_TIMEOUT=3)(ADDRESS_LIST=(LOAD_BALANCE=OFF)(FAILOVER=ON)"
+           f"(ADDRESS=(PROTOCOL=TCP)(HOST=127.0.0.1)(PORT={a.port}))(ADDRESS=(PROTOCOL=TCP)(HOST=127.0.0.1)(PORT={b.port})))"
+           f"(CONNECT_DATA=(SERVICE_NAME={target.service})))")
+    sink = make_sink(target, table, cursor_table, ORACLE_DSN=dsn)
+    try:
+        assert sink.write(12, make_records(range(0, 100))).written == 100
+        assert a.connections >= 1 and b.connections == 0  # the first address is preferred
+        a.refuse()
+        a.cut()  # "node A" is gone: its sessions die, its listener refuses
+        res, errors = write_until_ok(sink, 12, make_records(range(100, 200)))
+        assert res.written == 100 and b.connections >= 1
+    finally:
+        sink.close()
+        a.close()
+        b.close()
+    assert_exactly_once(target, table, 12, range(200))
