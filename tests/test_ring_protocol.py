@@ -290,3 +290,47 @@ def test_publish_refuses_an_array_of_another_dtype(pc):
     with pytest.raises(TypeError, match="RECORD_DTYPE"):
         p.publish(other)
     assert p.published == 0
+
+
+def test_capacity_out_of_bounds_is_refused_before_anything_is_created(ring_name):
+    from shm import CapacityError
+
+    for bad_capacity in (0, -1, L.MIN_CAPACITY - 1, L.MAX_CAPACITY + 1):
+        with pytest.raises(CapacityError, match="capacity"):
+            Producer.open(ring_name, bad_capacity)
+    assert not os.path.exists(S.segment_path(ring_name))
+
+
+def test_roles_show_pid_state_and_starts_then_clear_them_on_close(ring_name):
+    p = Producer.open(ring_name, 100)
+    c = Consumer.open(ring_name, wait=False)
+    with Observer(ring_name) as o:
+        f = o.snapshot().fields
+        assert (f["producer.pid"], f["consumer.pid"]) == (os.getpid(), os.getpid())
+        assert (f["producer.state"], f["consumer.state"], f["producer.starts"], f["consumer.starts"]) == (1, 1, 1, 1)
+        assert f["producer.heartbeat_us"] > 0 and f["consumer.heartbeat_us"] > 0
+        p.close()
+        c.close()
+        f = o.snapshot().fields
+        assert (f["producer.pid"], f["consumer.pid"], f["producer.state"], f["consumer.state"]) == (0, 0, 0, 0)
+    with Producer.open(ring_name, 100) as p2:
+        assert p2.get("producer.starts") == 2
+
+
+def test_writer_buckets_and_plc_table_reach_the_snapshot(ring_name):
+    with Producer.open(ring_name, 100) as p, Consumer.open(ring_name, wait=False) as c, Observer(ring_name) as o:
+        c.record_write(True, 500, 1200)
+        c.record_write(True, 300, 800)
+        c.record_write(False, 0, 0)
+        slot = p.plc_slot(0)
+        slot.set_code("KRCWO12ELOA101")
+        slot.set("connected", 1)
+        slot.add("polls", 3)
+        p.set("poller.plc_count", 1)
+        snap = o.snapshot()
+        live = [b for b in snap.writer_buckets if b[0]]
+        assert len(live) == 1 and live[0][1:] == (2, 1, 800, 2000, 1200)
+        assert snap.plcs[0]["plc_code"] == "KRCWO12ELOA101"
+        assert (snap.plcs[0]["connected"], snap.plcs[0]["polls"]) == (1, 3)
+        with pytest.raises(IndexError):
+            p.plc_slot(L.MAX_PLCS)
