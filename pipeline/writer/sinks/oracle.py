@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -122,6 +122,7 @@ class OracleSink:
         self.insert_cursor_sql = f"INSERT INTO {ct} (RING_EPOCH, NEXT_SEQ, UPDATED_AT) VALUES (:1, :2, :3)"
         self.probe_sql = f"SELECT {', '.join(c for _, c in self.targets)} FROM {config.table} WHERE 1 = 0"
         self.pool: oracledb.ConnectionPool | None = None
+        self._pool_lock = threading.Lock()  # the writer's prober thread may open/probe concurrently
 
     @classmethod
     def from_settings(cls, settings: Any) -> "OracleSink":
@@ -135,8 +136,11 @@ class OracleSink:
     def open(self) -> None:
         """Create the pool. Succeeds while the database is down (connections are made in
         the background); raises PermanentSinkError for a configuration it cannot use."""
-        if self.pool is not None:
-            return
+        with self._pool_lock:
+            if self.pool is None:
+                self.pool = self._create_pool()
+
+    def _create_pool(self) -> oracledb.ConnectionPool:
         extra: dict[str, Any] = {}
         if self.cfg.config_dir:
             extra["config_dir"] = self.cfg.config_dir
@@ -145,7 +149,7 @@ class OracleSink:
         if self.cfg.wallet_password:
             extra["wallet_password"] = self.cfg.wallet_password
         try:
-            self.pool = oracledb.create_pool(
+            return oracledb.create_pool(
                 user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
                 min=self.cfg.pool_min, max=self.cfg.pool_max, increment=1,
                 getmode=oracledb.POOL_GETMODE_TIMEDWAIT, wait_timeout=self.cfg.pool_wait_ms,
@@ -162,9 +166,11 @@ class OracleSink:
         dropped (rolled back by the database), never returned to the pool half-used.
         Raises TransientSinkError / PermanentSinkError for acquire failures."""
         self.open()
-        assert self.pool is not None
+        pool = self.pool
+        if pool is None:
+            raise TransientSinkError("the sink is closed", "TAGPIPE-CLOSED")
         try:
-            conn = self.pool.acquire()
+            conn = pool.acquire()
         except oracledb.Error as exc:
             raise classify(exc, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
         conn.call_timeout = call_timeout_ms or self.cfg.call_timeout_ms
@@ -175,9 +181,9 @@ class OracleSink:
         except oracledb.Error as exc:
             raise classify(exc, "database call", self.cfg.secrets) from None
         finally:
-            self._give_back(conn, ok)
+            self._give_back(pool, conn, ok)
 
-    def _give_back(self, conn: oracledb.Connection, ok: bool) -> None:
+    def _give_back(self, pool: oracledb.ConnectionPool, conn: oracledb.Connection, ok: bool) -> None:
         if not ok:
             # Roll back explicitly before letting go: a clean logoff COMMITS what a
             # session left open (Oracle's rule), and the client only sends a rollback
@@ -188,9 +194,9 @@ class OracleSink:
                 pass  # dead connection: the database rolls back when it notices
         try:
             if ok:
-                self.pool.release(conn)  # type: ignore[union-attr]
+                pool.release(conn)
             else:
-                self.pool.drop(conn)  # type: ignore[union-attr]
+                pool.drop(conn)
         except oracledb.Error:
             pass  # a dead connection: the pool has already let go of it
 
@@ -208,7 +214,8 @@ class OracleSink:
             return False
 
     def close(self) -> None:
-        pool, self.pool = self.pool, None
+        with self._pool_lock:
+            pool, self.pool = self.pool, None
         if pool is not None:
             try:
                 pool.close(force=True)
