@@ -76,6 +76,41 @@ def ceiling(rows: list[tuple], batch: int, sync: str, folder: Path) -> tuple[flo
     return len(rows) / dt, len(rows) / max(cpu, 1e-9)
 
 
+def ts_storage(n: int, folder: Path) -> list[tuple[str, float, int]]:
+    """(kind, rows/s, bytes) inserting n rows with TS as integer microseconds vs ISO-8601
+    text (conversion included), 5,000-row batches, WAL, synchronous=FULL, same key."""
+    from bench.bench_writer import _records as recs_of
+
+    recs = recs_of(n, time.time_ns() // 1000)
+    out = []
+    for kind in ("integer us", "ISO text"):
+        path = folder / f"ts-{kind[0]}.db"
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(
+            f"CREATE TABLE T (TS {'INTEGER' if kind[0] == 'i' else 'TEXT'} NOT NULL, PLC_CODE TEXT, TAG_ADDRESS TEXT,"
+            " TAG_VALUE REAL, QUALITY TEXT, RING_EPOCH INTEGER, SEQ INTEGER, PRIMARY KEY (RING_EPOCH, SEQ)) WITHOUT ROWID"
+        )
+        t0 = time.perf_counter()
+        for off in range(0, n, 5000):
+            part = recs[off : off + 5000]
+            if kind[0] == "i":
+                ts = part["ts_us"].tolist()
+            else:
+                ts = np.datetime_as_string(part["ts_us"].astype("datetime64[us]"), unit="us").tolist()
+            k = len(ts)
+            rows = zip(ts, ["KRCWO12ELOA101"] * k, ["D100"] * k, part["value"].tolist(), ["GOOD"] * k, [1] * k, range(off, off + k))
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO T VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        rate = n / (time.perf_counter() - t0)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        out.append((kind, rate, path.stat().st_size))
+    return out
+
+
 def _fsync_ms(folder: Path) -> str:
     fd = os.open(folder / "fsync.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     times = []
@@ -229,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             full = max(ceiling(rows[:200_000], b, "FULL", folder)[0] for _ in range(3))
             normal = max(ceiling(rows[:200_000], b, "NORMAL", folder)[0] for _ in range(3))
             print(f"  batches of {b:>6}: FULL {full:>9,.0f} rows/s, NORMAL {normal:>9,.0f} rows/s, FULL/NORMAL {full / normal:.2f}")
+        print("\n-- TS storage: integer microseconds vs ISO-8601 text (200,000 rows, best of 2)")
+        runs = [ts_storage(200_000, folder) for _ in range(2)]
+        for i, kind in enumerate(("integer us", "ISO text")):
+            rate = max(r[i][1] for r in runs)
+            print(f"  {kind:<10}: {rate:>9,.0f} rows/s, file {runs[0][i][2] / 1e6:.1f} MB")
         print(f"\n-- poll-to-commit latency at {a.rate:,.0f} values/s for {a.seconds:.0f} s (default settings)")
         p50, p99, mx, n = latency(a.rate, a.seconds, folder)
         print(f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {mx * 1000:.0f} ms over {n} records   (goal p99 < 1000 ms)")
