@@ -154,3 +154,21 @@ def test_replayed_files_removed_after_retention(tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert s.remove_expired() == 1
     assert not os.path.exists(old) and os.path.exists(new)
+
+
+def test_replay_skips_a_file_that_disappeared(tmp_path):
+    from pipeline.writer.replay import Replay
+
+    s = Spool(str(tmp_path), 1000, 3600)
+    w = B.BackupWriter(str(tmp_path))
+    w.append(5, _recs(3))
+    w.close()
+    s.scan()
+    os.unlink(w.path)
+
+    class Nothing:
+        def __getattr__(self, name):
+            raise AssertionError(f"{name} must not be used")
+
+    assert Replay(s, Nothing(), Nothing(), Nothing(), 100, lambda *a: None).step() == 1
+    assert s.pending == [] and s.totals()[:2] == (0, 0)

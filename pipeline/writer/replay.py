@@ -48,7 +48,14 @@ class Replay:
             self.spool.replayed_rows = 0
             log.info("replaying %s (%d rows)", name, self.spool.rows.get(name, 0))
         path = self.spool.path(name)
-        chunk = B.read_chunk(path, self.offset, self.line_no, self.chunk_rows)
+        try:
+            chunk = B.read_chunk(path, self.offset, self.line_no, self.chunk_rows)
+        except FileNotFoundError:
+            # Moved away by someone else (an operator): not the database's fault.
+            log.warning("backup file %s disappeared before it was fully replayed; skipping it", path)
+            self.spool.forget(name)
+            self.name = None
+            return 1
         fresh_bad = [b for b in chunk.bad if b.line_no > self.quarantined_upto]
         if fresh_bad:
             n = self.quarantine.add_lines(fresh_bad, name)

@@ -136,6 +136,14 @@ class Spool:
         self.replayed_rows = 0
         log.info("replayed %s; moved to %s", name, target)
 
+    def forget(self, name: str) -> None:
+        """Stop tracking a waiting file that is no longer there."""
+        if name in self.pending:
+            self.pending.remove(name)
+        for d in (self.rows, self.first_ts, self.sizes):
+            d.pop(name, None)
+        self.replayed_rows = 0
+
     def totals(self) -> tuple[int, int, int, int]:
         """(files, rows, bytes, oldest poll time us) waiting for replay, active file included."""
         names = list(self.pending) + ([self.active.name] if self.active else [])
