@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import REPO, child_env
+from tests.conftest import child_env
 from tests.oracle_emulator.fixtures import *  # noqa: F401,F403  (fixtures)
 
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from pipeline.writer.sinks.base import SinkError, TransientSinkError
+from pipeline.writer.sinks.base import TransientSinkError
 from tests.oracle_emulator.fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.oracle_emulator.fixtures import make_records, make_sink
 

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pytest
 
-from pipeline.writer.sinks.base import PermanentSinkError, Sink, TransientSinkError
+from pipeline.writer.sinks.base import PermanentSinkError, Sink
 from shm.layout import FLAG_NULL, QUALITY_BAD, QUALITY_UNCERTAIN
 from tests.oracle_emulator.fixtures import *  # noqa: F401,F403  (fixtures)
 from tests.oracle_emulator.fixtures import TS0_US, make_records, make_sink
