@@ -102,7 +102,16 @@ class Producer(_Endpoint):
         except BaseException:
             lock.release()
             raise
-        return cls(name, shm, lock, alert_threshold_pct, notes)
+        try:
+            return cls(name, shm, lock, alert_threshold_pct, notes)
+        except BaseException:
+            # e.g. the doorbell cannot be opened: never keep the role locked on failure.
+            try:
+                shm.close()
+            except BufferError:
+                pass
+            lock.release()
+            raise
 
     @staticmethod
     def _create_or_attach(name: str, capacity: int):

@@ -334,3 +334,21 @@ def test_writer_buckets_and_plc_table_reach_the_snapshot(ring_name):
         assert (snap.plcs[0]["connected"], snap.plcs[0]["polls"]) == (1, 3)
         with pytest.raises(IndexError):
             p.plc_slot(L.MAX_PLCS)
+
+
+@pytest.mark.parametrize("role", ["producer", "consumer"])
+def test_a_role_that_fails_to_open_does_not_keep_its_lock(ring_name, monkeypatch, role):
+    Producer.open(ring_name, 100).close()
+
+    def broken(self, ring):  # e.g. a doorbell semaphore left by another user: EACCES
+        raise PermissionError("semaphore not accessible")
+
+    def open_role():
+        return Producer.open(ring_name, 100, lock_retry_s=0.2) if role == "producer" else Consumer.open(ring_name, lock_retry_s=0.2)
+
+    with monkeypatch.context() as m:
+        m.setattr(S.Doorbell, "__init__", broken)
+        with pytest.raises(PermissionError):
+            open_role()
+        assert S.role_alive(ring_name, role) is False
+    open_role().close()  # not "already has a producer (pid <this process>)"
