@@ -171,3 +171,21 @@ def test_oracle_address_list_fails_over_to_the_next_listener(target, tables):
         a.close()
         b.close()
     assert_exactly_once(target, table, 12, range(200))
+
+
+def test_oracle_commit_that_never_arrived_is_found_uncommitted_and_resent(target, tables, proxy):
+    table, cursor_table = tables
+    sink = make_sink(target, table, cursor_table, proxy.port)
+    recs = make_records(range(0, 120))
+    try:
+        proxy.drop_next_commit()
+        with pytest.raises(TransientSinkError) as err:
+            sink.write(13, recs)  # outcome unknown to the client; the cursor says: not committed
+        assert proxy.commits_dropped == 1
+        assert "nothing committed" in str(err.value) and err.value.code == "DPY-4011"
+        assert target.rows(table) == []
+        res, _ = write_until_ok(sink, 13, recs)
+        assert (res.written, res.duplicates) == (120, 0)
+    finally:
+        sink.close()
+    assert_exactly_once(target, table, 13, range(120))

@@ -8,7 +8,9 @@ Faults, switched on and off from the test while traffic flows:
 - ``blackhole(True)``: forward nothing either way, for open and new connections alike
   (only a call timeout gets the client out);
 - ``drop_next_commit_reply()``: let the next COMMIT reach the server, swallow the
-  server's answer and cut the connection: the client cannot know whether it committed.
+  server's answer and cut the connection: the client cannot know whether it committed;
+- ``drop_next_commit()``: cut the connection instead of forwarding the next COMMIT: the
+  client cannot know either, but this time nothing was committed.
 
 A COMMIT is recognised in the client's stream as a TNS DATA packet (type 6) whose TTI
 message is a function call (3) with function code COMMIT (14).
@@ -55,6 +57,8 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._blackhole = threading.Event()
         self._drop_commit = threading.Event()
+        self._lose_commit = threading.Event()
+        self.commits_dropped = 0
         self.commit_replies_dropped = 0
         self.connections = 0
         self._running = True
@@ -94,6 +98,10 @@ class FaultProxy:
     def drop_next_commit_reply(self) -> None:
         """Arm: the next COMMIT goes through, its reply is swallowed, the connection is cut."""
         self._drop_commit.set()
+
+    def drop_next_commit(self) -> None:
+        """Arm: the next COMMIT never reaches the server; the connection is cut."""
+        self._lose_commit.set()
 
     def close(self) -> None:
         self._running = False
@@ -149,6 +157,11 @@ class FaultProxy:
                         pair.close()
                         return
                     if s is pair.client:
+                        if self._lose_commit.is_set() and is_commit(data):
+                            self._lose_commit.clear()
+                            self.commits_dropped += 1
+                            pair.close()
+                            return
                         if self._drop_commit.is_set() and is_commit(data):
                             self._drop_commit.clear()
                             pair.server.sendall(data)
