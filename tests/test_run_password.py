@@ -93,3 +93,53 @@ def test_run_password_never_appears_anywhere(tmp_path, ring_name):
     for f in tmp_path.rglob("*"):
         if f.is_file():
             assert marker.encode() not in f.read_bytes(), f
+
+
+def test_run_password_never_appears_with_the_real_oracle_client(tmp_path, ring_name):
+    """The whole pipeline on the Oracle sink (python-oracledb against the wire-protocol
+    emulator) with the password set to a marker: right password, then a wrong one."""
+    from tests.oracle_emulator.server import SERVICE
+
+    marker = f"Pw{uuid.uuid4().hex}Zz"
+    emu = spawn(["-m", "tests.oracle_emulator", "--db", str(tmp_path / "emulator.db"), "--user", "TAGPIPE",
+                 "--password", marker], cwd=tmp_path)
+    seen: list[str] = []
+    try:
+        line = emu.stdout.readline()
+        assert line.startswith("PORT "), line + emu.stderr.read()
+        dsn = f"127.0.0.1:{int(line.split()[1])}/{SERVICE}"
+        for password, works in ((marker, True), (marker + "x", False)):
+            port = free_port()
+            env = dict(RING_NAME=ring_name, WEB_PORT=str(port), ORACLE_DSN=dsn, ORACLE_USERNAME="TAGPIPE",
+                       ORACLE_PASSWORD=password, LOG_LEVEL="DEBUG")
+            proc = spawn(["-m", "pipeline", "--rate", "500"], cwd=tmp_path, **env)
+            lines = Lines(proc.stderr)
+            try:
+                if works:
+                    wait_until(lambda: delivered(ring_name) > 500, 90, "values committed to the emulator")
+                else:
+                    lines.wait_for(r"\[writer/", n=3, timeout=60)
+                    lines.wait_for(r"(?i)ORA-01017|denied|invalid username", timeout=60)
+                lines.wait_for(r"\[web/web\] status page on http", timeout=60)
+                for path in PATHS:
+                    seen.append(_fetch(port, path))
+                code, out = _run(["-m", "pipeline", "status", "--json"], tmp_path, **env)
+                seen.append(out)
+                if works:
+                    assert '"sink": "oracle"' in out
+                code, out = _run(["-m", "pipeline", "check-db"], tmp_path, **env)
+                assert (code == 0) == works, out
+                seen.append(out)
+                proc.send_signal(signal.SIGINT)
+                assert proc.wait(60) == 0, "\n".join(lines.lines[-20:])
+                seen.append(proc.stdout.read())
+            finally:
+                stop(proc, timeout=40)
+            seen.extend(lines.lines)
+    finally:
+        stop(emu)
+    leaks = [s for s in seen if marker in s]
+    assert not leaks, leaks[:3]
+    for f in tmp_path.rglob("*"):
+        if f.is_file() and f.name != "emulator.db":  # the emulator's own user table holds it
+            assert marker.encode() not in f.read_bytes(), f
