@@ -178,7 +178,8 @@ def test_run_second_ctrl_c_stops_at_once_and_loses_nothing(pipeline_run, ring_na
     proc, lines, _ = pipeline_run(ring_name, "--rate", "2000")
     wait_until(lambda: delivered(ring_name) > 1000, 60, "values committed")
     # The database goes busy (another program holds its write lock): the writer cannot
-    # commit, so values wait in the ring when the second Ctrl-C kills everything.
+    # commit, so values wait in the ring (or in a backup file being written, once the
+    # writer's retries are over) when the second Ctrl-C kills everything.
     blocker = sqlite3.connect(db, timeout=30, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
@@ -188,12 +189,10 @@ def test_run_second_ctrl_c_stops_at_once_and_loses_nothing(pipeline_run, ring_na
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 5, "\n".join(lines.lines[-30:])
         lines.wait_for(r"second stop signal: killing every child", timeout=5)
-        left = ring_counts(ring_name)
-        assert left["consumer.committed"] < left["producer.published"], left  # values were still waiting
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    # The next run writes what the killed writer left in the ring, each value once.
+    # The next run writes what the killed writer left (ring and backup files), each value once.
     proc, lines, _ = pipeline_run(ring_name, "--rate", "2000", "--duration", "2")
     assert proc.wait(90) == 0, "\n".join(lines.lines[-30:])
     check_every_value_once(db, ring_name)
