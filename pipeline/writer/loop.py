@@ -28,15 +28,16 @@ from typing import Callable
 
 import numpy as np
 
-from shm.ring import Consumer, ReadBatch, now_us
+from shm.ring import Consumer, ReadBatch
 
 from . import disk as D
 from .batching import BatchPolicy
 from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR_TRANSIENT, WriterMetrics
 from .quarantine import Quarantine
 from .replay import Replay
-from .sinks.base import OnRejected, PermanentSinkError, SinkError, TransientSinkError
-from .spool import Prober, Spool
+from .circuit import Circuit
+from .sinks.base import OnRejected, PermanentSinkError, SinkError
+from .spool import Spool
 
 log = logging.getLogger("tagpipe.writer.loop")
 
@@ -68,19 +69,16 @@ class Writer:
         self.spool = Spool(folder, settings.backup_file_max_rows, settings.backup_retention_days * 86400.0)
         self.quarantine = Quarantine(os.path.join(folder, "quarantine"))
         self.disk = D.DiskWatch(folder, settings.backup_min_free_mb, clock=clock)
-        self.prober = Prober(self._probe, settings.db_probe_min_interval, settings.db_probe_max_interval)
         self.metrics = WriterMetrics(consumer)
+        self.circuit = Circuit(sink, self.metrics, settings.db_probe_min_interval, settings.db_probe_max_interval, folder)
         self.consumer = consumer
         self.batching = self._policy(consumer)
         self.replay = Replay(self.spool, sink, self.quarantine, self.metrics, self.batching.batch_max, self._on_rejected_for)
-        self.circuit_open = False
-        self.sink_open = False
         self.max_wait_s = 0.25
         self._disk_retry_at = 0.0
         self._next_sweep = 0.0
         self._next_rescan = clock() + RESCAN_S
         self._last_gauges = 0.0
-        self.outage_started_us = 0
 
     def _policy(self, consumer: Consumer) -> BatchPolicy:
         return BatchPolicy(self.s.buffer_batch_size, self.s.buffer_batch_max, self.s.buffer_write_interval, consumer.capacity, self.clock)
@@ -94,13 +92,12 @@ class Writer:
         self.spool.scan()
         self.disk.check(force=True)
         try:
-            self.sink.open()
-            self.sink_open = True
+            self.circuit.ensure_sink()
             self.metrics.db_state("replaying" if self.spool.has_work() else "up")
             self.metrics.error(ERR_NONE)
         except SinkError as e:
             log.error("database not available at start (%s); spilling to %s until it answers", e, self.s.backup_file_path)
-            self._open_circuit(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
+            self.circuit.trip(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
         self.publish_gauges(force=True)
 
     def attach(self, consumer: Consumer) -> None:
@@ -111,7 +108,7 @@ class Writer:
         self.publish_gauges(force=True)
 
     def close(self) -> None:
-        self.prober.stop(timeout_s=2.0)
+        self.circuit.stop()
         self.spool.close()
         self.publish_gauges(force=True)
         try:
@@ -126,13 +123,12 @@ class Writer:
         self.tick()
         self.consumer.heartbeat()
         self._housekeeping()
-        if self.circuit_open and self.prober.answered():
-            self._close_circuit()
+        self.circuit.try_close(self.spool.has_work)
         worked = False
         backlog = self.consumer.backlog()
         if self.batching.due(backlog):
             worked = self._live() or worked
-        if not self.circuit_open and self.spool.has_work() and not self.stop():
+        if not self.circuit.is_open and self.spool.has_work() and not self.stop():
             worked = self._replay_some() or worked
         self.publish_gauges()
         return worked
@@ -161,8 +157,7 @@ class Writer:
         while self.consumer.committed < target:
             if self.clock() >= deadline:
                 return False
-            if self.circuit_open and self.prober.answered():
-                self._close_circuit()
+            self.circuit.try_close(self.spool.has_work)
             batch = self.consumer.read(self.batching.batch_max)
             if batch.end == batch.start:
                 break
@@ -175,7 +170,7 @@ class Writer:
     # --- live batches -------------------------------------------------------------------
 
     def _route(self) -> str:
-        if self.circuit_open:
+        if self.circuit.is_open:
             return "spill"
         if self.spool.active is not None:
             return "spill"
@@ -218,9 +213,7 @@ class Writer:
         for attempt in range(attempts):
             t0 = time.perf_counter()
             try:
-                if not self.sink_open:
-                    self.sink.open()
-                    self.sink_open = True
+                self.circuit.ensure_sink()
                 res = self.sink.write(batch.epoch, batch.records, on_rejected)
             except (SinkError, OSError) as e:
                 code = ERR_QUARANTINE if isinstance(e, OSError) else (ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
@@ -234,13 +227,13 @@ class Writer:
                     "" if last else f"; retrying in {wait:.0f} s",
                 )
                 if last:
-                    self._open_circuit(code)
+                    self.circuit.trip(code)
                     return False
                 self.metrics.retry()
                 if self._sleep(wait, give_up=self._ring_pressed):
                     # Stop requested, or the ring passed half full while we waited (retries
                     # must not make it overflow): spill now instead of waiting.
-                    self._open_circuit(code)
+                    self.circuit.trip(code)
                     return False
                 continue
             lat = int((time.perf_counter() - t0) * 1e6)
@@ -280,41 +273,7 @@ class Writer:
 
         return on_rejected
 
-    # --- circuit and replay ---------------------------------------------------------------
-
-    def _open_circuit(self, code: int) -> None:
-        if not self.circuit_open:
-            self.circuit_open = True
-            self.outage_started_us = now_us()
-            self.metrics.outage(self.outage_started_us)
-            log.error("database down: circuit open, batches go to backup files in %s; probing in the background", self.s.backup_file_path)
-        self.metrics.error(code)
-        self.metrics.db_state("down")
-        try:
-            self.sink.close()
-        except Exception:
-            pass
-        self.sink_open = False
-        self.prober.start()
-
-    def _probe(self) -> bool:
-        return bool(self.sink.probe())
-
-    def _close_circuit(self) -> None:
-        try:
-            self.sink.open()
-            self.sink_open = True
-        except SinkError as e:
-            log.warning("database answered a probe but cannot be opened (%s); probing again", e)
-            self.prober.start()
-            return
-        self.circuit_open = False
-        took = (now_us() - self.outage_started_us) / 1e6 if self.outage_started_us else 0.0
-        log.warning("database answers again after %.1f s; replaying backup files oldest first", took)
-        self.outage_started_us = 0
-        self.metrics.outage(0)
-        self.metrics.error(ERR_NONE)
-        self.metrics.db_state("replaying" if self.spool.has_work() else "up")
+    # --- replay ---------------------------------------------------------------------------
 
     def _replay_some(self) -> bool:
         if not self.spool.pending and self.spool.active is not None:
@@ -326,7 +285,7 @@ class Writer:
         except (SinkError, OSError) as e:
             log.warning("replay of %s stopped: %s", self.replay.name, e)
             self.metrics.failed(ERR_QUARANTINE if isinstance(e, OSError) else ERR_TRANSIENT)
-            self._open_circuit(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT)
+            self.circuit.trip(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT)
             return False
         if not self.spool.has_work():
             log.warning("all backup files replayed; live data goes to the database again")
@@ -341,7 +300,7 @@ class Writer:
         if now >= self._next_rescan:
             self._next_rescan = now + RESCAN_S
             try:
-                if self.spool.rescan() and not self.circuit_open:
+                if self.spool.rescan() and not self.circuit.is_open:
                     self.metrics.db_state("replaying")
             except OSError as e:
                 log.warning("cannot list %s: %s", self.s.backup_file_path, e)
@@ -358,10 +317,8 @@ class Writer:
         m.backlog(*self.spool.totals())
         m.disk(self.disk.free, self.disk.state)
         m.batch_limit(self.batching.limit)
-        m.probes(self.prober.probes)
         m.oldest_unwritten()
-        if self.circuit_open:
-            m.db_state("probing" if self.prober.probing else "down")
+        self.circuit.publish()
 
     def _ring_pressed(self) -> bool:
         return self.consumer.pending() > self.consumer.capacity // 2
