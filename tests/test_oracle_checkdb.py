@@ -77,3 +77,14 @@ def test_check_db_without_oracle_checks_sqlite(tmp_path):
 def test_check_db_bad_setting_exits_2(tmp_path):
     p = check_db(tmp_path, ORACLE_DSN="127.0.0.1:1/X", ORACLE_COLUMNS="NOPE=X")
     assert p.returncode == 2 and "ORACLE_COLUMNS" in p.stderr
+
+
+def test_oracle_check_db_black_holed_network_fails_in_bounded_time(target, tables, proxy, tmp_path):
+    import time
+
+    table, cursor_table = tables
+    proxy.blackhole(True)  # the listener accepts, then nothing ever answers
+    started = time.monotonic()
+    p = check_db(tmp_path, **target.env(proxy.port, ORACLE_TABLE=table, ORACLE_CURSOR_TABLE=cursor_table, ORACLE_POOL_WAIT_MS="2000"))
+    assert p.returncode == 6 and "DPY-4005" in p.stderr and "ORACLE_POOL_WAIT_MS" in p.stderr
+    assert time.monotonic() - started < 90

@@ -189,3 +189,41 @@ def test_oracle_commit_that_never_arrived_is_found_uncommitted_and_resent(target
     finally:
         sink.close()
     assert_exactly_once(target, table, 13, range(120))
+
+
+def test_oracle_connect_stuck_in_handshake_is_abandoned_and_the_pool_recovers(target, tables, proxy):
+    """A listener that accepts and never answers (a hung server behind a load balancer):
+    python-oracledb has no handshake timeout, so the pool's connect thread would wait for
+    ever and the pool would never connect again. The sink replaces the pool, and close()
+    returns (the process can exit)."""
+    table, cursor_table = tables
+    sink = make_sink(target, table, cursor_table, proxy.port, ORACLE_POOL_WAIT_MS="1000", ORACLE_CONNECT_TIMEOUT_S="1")
+    try:
+        proxy.blackhole(True)
+        with pytest.raises(TransientSinkError) as err:
+            sink.write(14, make_records(range(10)))
+        assert err.value.code == "DPY-4005"
+        proxy.hold_open_connections()  # that connection attempt never gets an answer
+        proxy.blackhole(False)  # ... while the database itself is back
+        res, errors = write_until_ok(sink, 14, make_records(range(10)), deadline_s=60)
+        assert res.written == 10 and errors and all(e.code == "DPY-4005" for e in errors)
+        proxy.blackhole(True)  # and once more, so that close() meets a stuck connect
+        with pytest.raises(TransientSinkError):
+            sink.write(14, make_records(range(10, 20)))
+        proxy.hold_open_connections()
+    finally:
+        started = time.monotonic()
+        sink.close()
+        closing = time.monotonic() - started
+    assert closing < 30, f"close() took {closing:.0f} s"
+    import threading
+
+    def stuck() -> list[str]:  # python-oracledb's own closer thread waits for the main thread: it ends at exit
+        return [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()
+                and t.is_alive() and "close_pools_gracefully" not in t.name]
+
+    deadline = time.monotonic() + 10
+    while stuck() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not stuck(), f"threads that would keep the process from exiting: {stuck()}"
+    assert_exactly_once(target, table, 14, range(10))

@@ -6,7 +6,8 @@ Faults, switched on and off from the test while traffic flows:
 - ``refuse()`` / ``allow()``: stop listening, so new connections are refused
   (DPY-6005), and listen again on the same port;
 - ``blackhole(True)``: forward nothing either way, for open and new connections alike
-  (only a call timeout gets the client out);
+  (only a call timeout gets the client out); ``hold_open_connections()``: the same for
+  the connections open now only, for good;
 - ``drop_next_commit_reply()``: let the next COMMIT reach the server, swallow the
   server's answer and cut the connection: the client cannot know whether it committed;
 - ``drop_next_commit()``: cut the connection instead of forwarding the next COMMIT: the
@@ -37,6 +38,7 @@ class _Pair:
     def __init__(self, client: socket.socket, server: socket.socket) -> None:
         self.client, self.server = client, server
         self.closed = threading.Event()
+        self.held = False  # black-holed for good (hold_open_connections)
 
     def close(self) -> None:
         self.closed.set()
@@ -99,6 +101,14 @@ class FaultProxy:
         """Arm: the next COMMIT goes through, its reply is swallowed, the connection is cut."""
         self._drop_commit.set()
 
+    def hold_open_connections(self) -> None:
+        """Black-hole the connections open now for good (until ``cut()``), while new ones
+        are served normally: a server that accepted a connection and then died behind a
+        load balancer that keeps the TCP session up."""
+        with self._lock:
+            for p in self._pairs:
+                p.held = True
+
     def drop_next_commit(self) -> None:
         """Arm: the next COMMIT never reaches the server; the connection is cut."""
         self._lose_commit.set()
@@ -147,7 +157,7 @@ class FaultProxy:
         socks = [pair.client, pair.server]
         try:
             while not pair.closed.is_set():
-                if self._blackhole.is_set():
+                if self._blackhole.is_set() or pair.held:
                     time.sleep(0.02)
                     continue
                 readable, _, _ = select.select(socks, [], [], 0.1)

@@ -26,8 +26,11 @@ with ORACLE_COLUMNS). Thin mode only: ``init_oracle_client`` is never called.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -123,6 +126,10 @@ class OracleSink:
         self.probe_sql = f"SELECT {', '.join(c for _, c in self.targets)} FROM {config.table} WHERE 1 = 0"
         self.pool: oracledb.ConnectionPool | None = None
         self._pool_lock = threading.Lock()  # the writer's prober thread may open/probe concurrently
+        self._stalled_since: float | None = None
+        # A pool that cannot produce a connection for this long while none is in use has a
+        # connection attempt stuck in a handshake (see _acquire): it is replaced.
+        self.stall_limit_s = 2 * config.pool_wait_ms / 1000 + config.connect_timeout_s
 
     @classmethod
     def from_settings(cls, settings: Any) -> "OracleSink":
@@ -169,10 +176,7 @@ class OracleSink:
         pool = self.pool
         if pool is None:
             raise TransientSinkError("the sink is closed", "TAGPIPE-CLOSED")
-        try:
-            conn = pool.acquire()
-        except oracledb.Error as exc:
-            raise classify(exc, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
+        conn = self._acquire(pool)
         conn.call_timeout = call_timeout_ms or self.cfg.call_timeout_ms
         ok = False
         try:
@@ -182,6 +186,45 @@ class OracleSink:
             raise classify(exc, "database call", self.cfg.secrets) from None
         finally:
             self._give_back(pool, conn, ok)
+
+    def _acquire(self, pool: oracledb.ConnectionPool) -> oracledb.Connection:
+        try:
+            conn = pool.acquire()
+        except oracledb.Error as exc:
+            if full_code(exc) == "DPY-4005" and pool.busy == 0:
+                self._note_stall(pool)
+            raise classify(exc, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
+        self._stalled_since = None
+        return conn
+
+    def _note_stall(self, pool: oracledb.ConnectionPool) -> None:
+        # python-oracledb has no timeout for the connect handshake (tcp_connect_timeout
+        # covers the TCP connect only): when a listener accepts and never answers (a hung
+        # server behind a load balancer), the pool's one background thread waits for ever
+        # and the pool never opens another connection, even after the database is back.
+        # Acquires still time out (DPY-4005); when that lasts, replace the pool.
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        elif now - self._stalled_since >= self.stall_limit_s:
+            log.warning("no connection for %.0f s although none is in use: a connection attempt is stuck "
+                        "(the listener accepted it and never answered); replacing the pool", now - self._stalled_since)
+            self._stalled_since = None
+            with self._pool_lock:
+                if self.pool is pool:
+                    self.pool = None
+                    self._discard(pool)
+
+    def _discard(self, pool: oracledb.ConnectionPool) -> None:
+        """Close ``pool`` within a few seconds, unblocking a connection attempt stuck in a
+        handshake (its non-daemon thread would otherwise also keep the process from exiting)."""
+        closer = threading.Thread(target=_close_pool, args=(pool,), name="oracle-pool-close", daemon=True)
+        closer.start()
+        closer.join(2.0)
+        if closer.is_alive():
+            n = _shutdown_sockets_to(_dsn_ports(self.cfg))
+            closer.join(5.0)
+            log.warning("closed %d stuck connection attempt(s)%s", n, "" if not closer.is_alive() else "; the pool is still closing")
 
     def _give_back(self, pool: oracledb.ConnectionPool, conn: oracledb.Connection, ok: bool) -> None:
         if not ok:
@@ -214,13 +257,11 @@ class OracleSink:
             return False
 
     def close(self) -> None:
+        """Release the pool within a few seconds, even with a connect stuck in a handshake."""
         with self._pool_lock:
             pool, self.pool = self.pool, None
-        if pool is not None:
-            try:
-                pool.close(force=True)
-            except oracledb.Error:
-                pass
+            if pool is not None:
+                self._discard(pool)
 
     # --- writing ---
     def write(self, epoch: int, records: np.ndarray, on_rejected: OnRejected | None = None) -> WriteResult:
@@ -355,3 +396,38 @@ class OracleSink:
         cols["SEQ"] = sub["seq"].tolist()
         rows = list(zip(*(cols[logical] for logical, _ in self.targets)))
         return rows, fresh[keep], rejected
+
+
+def _close_pool(pool: oracledb.ConnectionPool) -> None:
+    try:
+        pool.close(force=True)
+    except oracledb.Error:
+        pass
+
+
+def _dsn_ports(cfg: OracleConfig) -> set[int]:
+    """The listener ports named by the connect string (1521 if it cannot be parsed)."""
+    try:
+        params = oracledb.ConnectParams(config_dir=cfg.config_dir or None)
+        params.parse_connect_string(cfg.dsn)
+        ports = params.port
+        return set(ports) if isinstance(ports, list) else {int(ports)}
+    except Exception:
+        return {1521}
+
+
+def _shutdown_sockets_to(ports: set[int]) -> int:
+    """Shut down this process's TCP sockets connected to one of ``ports``: a thread blocked
+    reading one of them wakes up with an error. Only called once the pool using them is
+    being discarded. Returns how many were shut down."""
+    n = 0
+    for obj in gc.get_objects():
+        if not isinstance(obj, socket.socket) or obj.fileno() < 0 or obj.type != socket.SOCK_STREAM:
+            continue
+        try:
+            if obj.getpeername()[1] in ports:
+                obj.shutdown(socket.SHUT_RDWR)
+                n += 1
+        except (OSError, IndexError, TypeError):
+            continue
+    return n
