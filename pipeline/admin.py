@@ -1,4 +1,8 @@
-"""Admin commands: ``delete-ring`` (on purpose only) and ``settings``."""
+"""Admin commands: ``delete-ring`` (on purpose only) and ``settings``.
+
+``delete-ring`` exits 0 when done (or when there was no such ring), 4 while a poller or
+writer still holds its role (unless ``--force``), 2 for a name no ring can have.
+"""
 
 from __future__ import annotations
 

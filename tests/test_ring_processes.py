@@ -333,6 +333,8 @@ def test_delete_ring_refuses_while_roles_live_unless_forced(ring_name, roles):
     assert r.returncode == 0 and S.segment_path(ring_name) in r.stdout
     assert not os.path.exists(S.segment_path(ring_name))
     holder.kill()
+    r = subprocess.run(cli[:-1] + ["a/b"], cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "'a/b'" in r.stderr
 
 
 def test_delete_ring_works_once_the_holder_is_dead(ring_name, roles):
