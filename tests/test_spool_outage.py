@@ -24,6 +24,7 @@ from tests.writer_helpers.util import (
     log_text,
     producer_done,
     ring_fields,
+    ring_value,
     start_producer,
     start_writer,
     wait_until,
@@ -313,3 +314,38 @@ def test_stop_while_database_down_spills_within_the_deadline_then_replays(ring_n
     finally:
         halt(writer)
         halt(prod)
+
+
+def test_database_disk_full_is_an_outage_and_nothing_is_lost(ring_name, tmp_path):
+    """The database's own disk fills (the SQLite file on a 512 kB tmpfs, like a full
+    tablespace): batches go to backup files; once the disk is enlarged they are replayed.
+    Probes answer while writes fail, so the circuit flaps: its backoff must keep growing."""
+    data = tmp_path / "data"
+    if not shutil.which("mount") or not _mount_tmpfs(data, "512k"):
+        msg = "cannot mount a tmpfs here (needs root and mount permission)"
+        if REQUIRE_ALL:
+            pytest.fail(msg + " and TAGPIPE_REQUIRE_ALL=1")
+        pytest.skip(msg)
+    db = db_path(tmp_path)
+    total = 40_000
+    prod = start_producer(ring_name, tmp_path, count=total, rate=4000, capacity=20_000, batch=200)
+    writer = start_writer(ring_name, tmp_path, **FAST)
+    try:
+        wait_until(lambda: ring_value(ring_name, "writer.rows_spilled", 0) > 0, 60, "the database disk to fill and batches to spill")
+        assert "full" in log_text(writer)
+        time.sleep(4)  # the circuit flaps meanwhile: probes answer, writes fail
+        probes = ring_fields(ring_name)["writer.probes"]
+        assert probes <= 4 / 0.2 * 0.5, probes  # not every 0.2 s: the backoff kept growing
+        assert producer_done(prod) == total
+        r = subprocess.run(["mount", "-o", "remount,size=64m", str(data)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: db_counts(db)[0] >= total, 60, "every record in the table after the disk grew")
+        assert db_counts(db) == (total, total)
+        assert db_seqs(db) == list(range(total))
+        assert ring_fields(ring_name)["consumer.lost"] == 0
+        rc, log = finish(writer)
+        assert rc == 0, log
+    finally:
+        halt(writer)
+        halt(prod)
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)

@@ -9,6 +9,7 @@ main thread does not touch the sink. ``try_close`` reopens the sink once a probe
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
 from shm.ring import now_us
@@ -18,6 +19,8 @@ from .sinks.base import SinkError
 from .spool import Prober
 
 log = logging.getLogger("tagpipe.writer.circuit")
+
+FLAP_WINDOW_S = 60.0  # a trip this soon after closing continues the previous backoff
 
 
 class Circuit:
@@ -31,6 +34,9 @@ class Circuit:
         self.is_open = False
         self.sink_open = False
         self.outage_started_us = 0
+        self._closed_at: float | None = None
+        self._last_delay = probe_min_s
+        self._first_outage_us = 0
 
     def ensure_sink(self) -> None:
         """Open the sink if it is not. Raises SinkError."""
@@ -40,11 +46,17 @@ class Circuit:
 
     def trip(self, code: int) -> None:
         """Open the circuit (idempotent): close the sink, start the prober, say so once."""
+        flapping = self._closed_at is not None and time.monotonic() - self._closed_at < FLAP_WINDOW_S
         if not self.is_open:
             self.is_open = True
-            self.outage_started_us = now_us()
+            if flapping and self._first_outage_us:
+                # Same outage as before the probe answered: keep its start, say less.
+                self.outage_started_us = self._first_outage_us
+                log.warning("database failed again right after answering a probe; probing again with a longer wait")
+            else:
+                self.outage_started_us = self._first_outage_us = now_us()
+                log.error("database down: circuit open, batches go to backup files in %s; probing in the background", self.where)
             self.metrics.outage(self.outage_started_us)
-            log.error("database down: circuit open, batches go to backup files in %s; probing in the background", self.where)
         self.metrics.error(code)
         self.metrics.db_state("down")
         try:
@@ -52,7 +64,10 @@ class Circuit:
         except Exception:  # a sink that is down may fail to close; nothing to do about it
             pass
         self.sink_open = False
-        self.prober.start()
+        # A database that answers probes but fails writes (e.g. its disk is full) would
+        # otherwise be probed at the shortest interval forever: if the circuit trips again
+        # soon after closing, the backoff continues where it was.
+        self.prober.start(self._last_delay * 2 if flapping else None)
 
     def try_close(self, has_backlog: Callable[[], bool]) -> bool:
         """If open and a probe answered, reopen the sink and close the circuit. True if
@@ -68,6 +83,8 @@ class Circuit:
             self.prober.start()
             return False
         self.is_open = False
+        self._closed_at = time.monotonic()
+        self._last_delay = self.prober.next_delay
         took = (now_us() - self.outage_started_us) / 1e6 if self.outage_started_us else 0.0
         log.warning("database answers again after %.1f s; replaying backup files oldest first", took)
         self.outage_started_us = 0

@@ -213,17 +213,19 @@ class Prober:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, first_delay_s: float | None = None) -> None:
+        """Start probing (no-op while running); the first wait is ``first_delay_s``
+        (default ``min_s``), then doubling up to ``max_s``."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._answered.clear()
         self._stop.clear()
-        self.next_delay = self.min_s
+        self.next_delay = min(max(first_delay_s or self.min_s, self.min_s), self.max_s)
         self._thread = threading.Thread(target=self._run, name="tagpipe-prober", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        delay = self.min_s
+        delay = self.next_delay
         while True:
             self.next_delay = delay
             if self._stop.wait(delay * (0.8 + 0.4 * self._rand())):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import urllib.parse
 from typing import Any
 
 import numpy as np
@@ -78,15 +79,24 @@ class SqliteSink:
         self.path = path
         self.busy_timeout_s = float(busy_timeout_s)
         self._conn: sqlite3.Connection | None = None
+        # Only the first open of this process may create the folder and the file: a file
+        # that disappears later (its volume unmounted, its folder moved) is an outage, not
+        # a reason to start a new, empty database elsewhere.
+        self._created = False
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SqliteSink":
         return cls(settings.sqlite_path, getattr(settings, "sqlite_busy_timeout", 1.0))
 
     def _connect(self) -> sqlite3.Connection:
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+        if self._created:
+            if not os.path.exists(self.path):
+                raise sqlite3.OperationalError(f"unable to open database file: {self.path} has disappeared")
+            target, uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=rw", True
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            target, uri = self.path, False
+        conn = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False, uri=uri)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -113,6 +123,7 @@ class SqliteSink:
             except BaseException:
                 conn.close()
                 raise
+            self._created = True
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) or "locked" in str(e):
                 raise TransientSinkError(f"SQLite {self.path}: {e}", _classify(e)) from e
