@@ -1,0 +1,233 @@
+"""The Oracle connection pool that never hangs: timed waits, call timeouts, and no
+connection attempt left stuck for ever.
+
+python-oracledb (Thin) creates pool connections on one background thread. Creating the
+pool never fails because the database is down (the first acquire raises DPY-6005);
+``getmode=POOL_GETMODE_TIMEDWAIT`` bounds every acquire (DPY-4005); ``call_timeout`` on
+every acquired connection bounds every call (DPY-4024). What it does not bound is the
+connect handshake: ``tcp_connect_timeout`` covers the TCP connect only, so a listener that
+accepts and never answers keeps that background thread waiting for ever -- the pool
+never connects again and its non-daemon thread keeps the process from exiting. The
+keeper notices (acquires time out while no connection is in use), replaces the pool and
+shuts the stuck socket down; ``close()`` does the same.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import oracledb
+
+from ..oracle_errors import classify, full_code
+from .base import PermanentSinkError, TransientSinkError
+
+log = logging.getLogger("tagpipe.oracle")
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """Connection and table settings (from ``load_settings()``)."""
+
+    user: str
+    password: str
+    dsn: str
+    pool_min: int = 2
+    pool_max: int = 5
+    table: str = "TAG_DATA"
+    cursor_table: str = "TAGPIPE_CURSOR"
+    columns: str = ""
+    call_timeout_ms: int = 30_000
+    connect_timeout_s: float = 10.0
+    pool_wait_ms: int = 5_000
+    expire_time_min: int = 2
+    wallet_location: str = ""
+    wallet_password: str = ""
+    config_dir: str = ""
+    insert_chunk_rows: int = 5_000
+
+    @classmethod
+    def from_settings(cls, s: Any) -> "OracleConfig":
+        dsn = s.oracle_dsn or f"{s.oracle_host}:{s.oracle_port}/{s.oracle_service_name}"
+        return cls(
+            s.oracle_username, s.oracle_password, dsn, s.oracle_pool_min, s.oracle_pool_max, s.oracle_table,
+            s.oracle_cursor_table, s.oracle_columns, s.oracle_call_timeout_ms, s.oracle_connect_timeout_s,
+            s.oracle_pool_wait_ms, s.oracle_expire_time_min, s.oracle_wallet_location, s.oracle_wallet_password,
+            s.oracle_config_dir, s.oracle_insert_chunk_rows,
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password, self.wallet_password)
+
+    @property
+    def lock_wait_s(self) -> int:
+        """FOR UPDATE WAIT: well inside the call timeout, so a held lock is a clean ORA-30006."""
+        return max(1, min(30, self.call_timeout_ms // 3000))
+
+    def __repr__(self) -> str:  # never show the passwords
+        return f"OracleConfig(user={self.user!r}, dsn={self.dsn!r}, table={self.table!r}, cursor_table={self.cursor_table!r})"
+
+
+class PoolKeeper:
+    """Owns the pool of one sink. Thread-safe (the writer's prober thread may use it)."""
+
+    def __init__(self, config: OracleConfig) -> None:
+        self.cfg = config
+        self.pool: oracledb.ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        self._stalled_since: float | None = None
+        # A pool that cannot produce a connection for this long while none is in use has a
+        # connection attempt stuck in a handshake (see _note_stall): it is replaced.
+        self.stall_limit_s = 2 * config.pool_wait_ms / 1000 + config.connect_timeout_s
+
+    def open(self) -> None:
+        """Create the pool. Succeeds while the database is down (connections are made in
+        the background); raises PermanentSinkError for a configuration it cannot use."""
+        with self._pool_lock:
+            if self.pool is None:
+                self.pool = self._create_pool()
+
+    def _create_pool(self) -> oracledb.ConnectionPool:
+        extra: dict[str, Any] = {}
+        if self.cfg.config_dir:
+            extra["config_dir"] = self.cfg.config_dir
+        if self.cfg.wallet_location:
+            extra["wallet_location"] = self.cfg.wallet_location
+        if self.cfg.wallet_password:
+            extra["wallet_password"] = self.cfg.wallet_password
+        try:
+            return oracledb.create_pool(
+                user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
+                min=self.cfg.pool_min, max=self.cfg.pool_max, increment=1,
+                getmode=oracledb.POOL_GETMODE_TIMEDWAIT, wait_timeout=self.cfg.pool_wait_ms,
+                tcp_connect_timeout=self.cfg.connect_timeout_s, expire_time=self.cfg.expire_time_min,
+                **extra,
+            )
+        except oracledb.Error as exc:
+            err = classify(exc, "cannot create the connection pool", self.cfg.secrets)
+            raise PermanentSinkError(str(err), err.code) from None
+
+    @contextmanager
+    def connection(self, call_timeout_ms: int | None = None) -> Iterator[oracledb.Connection]:
+        """A pooled connection with a call timeout. On any error the connection is
+        dropped (rolled back by the database), never returned to the pool half-used.
+        Raises TransientSinkError / PermanentSinkError for acquire failures."""
+        self.open()
+        pool = self.pool
+        if pool is None:
+            raise TransientSinkError("the sink is closed", "TAGPIPE-CLOSED")
+        conn = self._acquire(pool)
+        conn.call_timeout = call_timeout_ms or self.cfg.call_timeout_ms
+        ok = False
+        try:
+            yield conn
+            ok = True
+        except oracledb.Error as exc:
+            raise classify(exc, "database call", self.cfg.secrets) from None
+        finally:
+            self._give_back(pool, conn, ok)
+
+    def _acquire(self, pool: oracledb.ConnectionPool) -> oracledb.Connection:
+        try:
+            conn = pool.acquire()
+        except oracledb.Error as exc:
+            if full_code(exc) == "DPY-4005" and pool.busy == 0:
+                self._note_stall(pool)
+            raise classify(exc, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
+        self._stalled_since = None
+        return conn
+
+    def _note_stall(self, pool: oracledb.ConnectionPool) -> None:
+        # python-oracledb has no timeout for the connect handshake (tcp_connect_timeout
+        # covers the TCP connect only): when a listener accepts and never answers (a hung
+        # server behind a load balancer), the pool's one background thread waits for ever
+        # and the pool never opens another connection, even after the database is back.
+        # Acquires still time out (DPY-4005); when that lasts, replace the pool.
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        elif now - self._stalled_since >= self.stall_limit_s:
+            log.warning("no connection for %.0f s although none is in use: a connection attempt is stuck "
+                        "(the listener accepted it and never answered); replacing the pool", now - self._stalled_since)
+            self._stalled_since = None
+            with self._pool_lock:
+                if self.pool is pool:
+                    self.pool = None
+                    self._discard(pool)
+
+    def _discard(self, pool: oracledb.ConnectionPool) -> None:
+        """Close ``pool`` within a few seconds, unblocking a connection attempt stuck in a
+        handshake (its non-daemon thread would otherwise also keep the process from exiting)."""
+        closer = threading.Thread(target=_close_pool, args=(pool,), name="oracle-pool-close", daemon=True)
+        closer.start()
+        closer.join(2.0)
+        if closer.is_alive():
+            n = _shutdown_sockets_to(_dsn_ports(self.cfg))
+            closer.join(5.0)
+            log.warning("closed %d stuck connection attempt(s)%s", n, "" if not closer.is_alive() else "; the pool is still closing")
+
+    def _give_back(self, pool: oracledb.ConnectionPool, conn: oracledb.Connection, ok: bool) -> None:
+        if not ok:
+            # Roll back explicitly before letting go: a clean logoff COMMITS what a
+            # session left open (Oracle's rule), and the client only sends a rollback
+            # of its own when it knows a transaction is open.
+            try:
+                conn.rollback()
+            except oracledb.Error:
+                pass  # dead connection: the database rolls back when it notices
+        try:
+            if ok:
+                pool.release(conn)
+            else:
+                pool.drop(conn)
+        except oracledb.Error:
+            pass  # a dead connection: the pool has already let go of it
+
+    def close(self) -> None:
+        """Release the pool within a few seconds, even with a connect stuck in a handshake."""
+        with self._pool_lock:
+            pool, self.pool = self.pool, None
+            if pool is not None:
+                self._discard(pool)
+
+
+def _close_pool(pool: oracledb.ConnectionPool) -> None:
+    try:
+        pool.close(force=True)
+    except oracledb.Error:
+        pass
+
+
+def _dsn_ports(cfg: OracleConfig) -> set[int]:
+    """The listener ports named by the connect string (1521 if it cannot be parsed)."""
+    try:
+        params = oracledb.ConnectParams(config_dir=cfg.config_dir or None)
+        params.parse_connect_string(cfg.dsn)
+        ports = params.port
+        return set(ports) if isinstance(ports, list) else {int(ports)}
+    except Exception:
+        return {1521}
+
+
+def _shutdown_sockets_to(ports: set[int]) -> int:
+    """Shut down this process's TCP sockets connected to one of ``ports``: a thread blocked
+    reading one of them wakes up with an error. Only called once the pool using them is
+    being discarded. Returns how many were shut down."""
+    n = 0
+    for obj in gc.get_objects():
+        if not isinstance(obj, socket.socket) or obj.fileno() < 0 or obj.type != socket.SOCK_STREAM:
+            continue
+        try:
+            if obj.getpeername()[1] in ports:
+                obj.shutdown(socket.SHUT_RDWR)
+                n += 1
+        except (OSError, IndexError, TypeError):
+            continue
+    return n
