@@ -5,7 +5,7 @@
 The long version of ``tests/test_ring_chaos.py``: a producer process publishing batches
 (and single puts) at 20,000 records/s into an 8,000-record ring, a consumer process that
 stores every delivered identity in its own SQLite file before committing it in the ring
-(and now and then stalls 0.3-0.8 s, like a slow database, so the ring overflows), and a
+(and now and then stalls 0.45-0.9 s, like a slow database, so the ring overflows), and a
 SIGKILL of one or the other every 0.2-1.0 s, each restarted at once. At the end the ring is drained and
 checked: published == delivered + lost + padding (header counters), 0 torn records,
 0 duplicates, SQLite rows == consumer.delivered + stored_then_overwritten (records a
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capacity", type=int, default=8000)
     ap.add_argument("--rate", type=float, default=20_000, help="producer records/s")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--stall-p", type=float, default=0.005, help="chance per batch of a 0.3-0.8 s consumer stall")
+    ap.add_argument("--stall-p", type=float, default=0.005, help="chance per batch of a 0.45-0.9 s consumer stall")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "tests"))  # the helper processes live with the tests
     from ring_helpers.chaos import problems, run_chaos
