@@ -42,3 +42,41 @@ def test_oracle_writer_sigkilled_repeatedly_loses_nothing_and_duplicates_nothing
     finally:
         halt(writer)
         halt(prod)
+
+
+def test_oracle_writer_into_an_existing_table_quarantines_bad_rows(ring_name, tmp_path, target):
+    """The writer process on a mapped plant table without identity columns: rows the
+    database refuses (ORA-01438 here) land in the quarantine file with their code, the
+    rest in the table, each once."""
+    import csv
+
+    from tests.oracle_emulator.backend import Col
+    from tests.oracle_emulator.targets import CURSOR_COLS
+
+    table, cursor_table = target.unique("MEAS_DATA"), target.unique("TP_CURSOR")
+    target.create_table(table, [Col("MEAS_TIME", "TIMESTAMP", nullable=False), Col("PLC_ID", "VARCHAR2", 32, nullable=False),
+                                Col("TAG_NAME", "VARCHAR2", 32, nullable=False), Col("VAL", "NUMBER", 10, 2)])
+    target.create_table(cursor_table, CURSOR_COLS, ("RING_EPOCH",))
+    total, bad_every = 3_000, 250  # the producer gives every 250th record the value 1e12
+    env = target.env(ORACLE_TABLE=table, ORACLE_CURSOR_TABLE=cursor_table, BUFFER_BATCH_SIZE="500", BUFFER_WRITE_INTERVAL="0.1",
+                     ORACLE_COLUMNS="TS=MEAS_TIME,PLC_CODE=PLC_ID,TAG_ADDRESS=TAG_NAME,TAG_VALUE=VAL,QUALITY=-,RING_EPOCH=-,SEQ=-")
+    prod = start_producer(ring_name, tmp_path, count=total, rate=0, batch=500, bad_every=bad_every)
+    writer = start_writer(ring_name, tmp_path, **env)
+    try:
+        assert producer_done(prod) == total
+        wait_until(lambda: ring_fields(ring_name)["consumer.committed"] >= total, 120, "every record committed from the ring")
+        bad = total // bad_every
+        rows = target.rows(table)
+        assert len(rows) == total - bad
+        assert all(r["VAL"] < 1e12 for r in rows)
+        qfiles = sorted((tmp_path / "backup" / "quarantine").glob("quarantine_*.csv"))
+        assert qfiles, "no quarantine file"
+        quarantined = [r for f in qfiles for r in csv.DictReader(f.open())]
+        assert len(quarantined) == bad
+        assert {r["error_code"] for r in quarantined} == {"ORA-01438"}
+        assert target.rows(cursor_table)[0]["NEXT_SEQ"] == total
+        rc, err = finish(writer)
+        assert rc == 0, err
+    finally:
+        halt(writer)
+        halt(prod)
