@@ -80,6 +80,9 @@ def test_oracle_bad_rows_are_quarantined_before_commit_and_the_rest_commits(targ
     recs["tag_address"][[5, 150]] = b"D100-TOO-LONG"  # ORA-12899
     recs["value"][[17, 99]] = 12_345_678.0  # NUMBER(6,2) -> ORA-01438
     recs["value"][42] = np.nan  # never sent: refused before binding
+    recs["value"][60] = 1e200  # no Oracle NUMBER holds it: the client would fail the whole batch (DPY-4003)
+    recs["value"][61] = 5e-324
+    recs["value"][62] = 0.0  # fine
     seen = {}
 
     def on_rejected(rows, errors):
@@ -94,12 +97,12 @@ def test_oracle_bad_rows_are_quarantined_before_commit_and_the_rest_commits(targ
     finally:
         sink.close()
     assert seen["visible_rows"] == 0
-    assert seen["seqs"] == [5, 17, 42, 99, 150]
-    assert seen["codes"] == ["ORA-12899", "ORA-01438", "TAGPIPE-VALUE", "ORA-01438", "ORA-12899"]
-    assert [r.index for r in res.rejected] == [5, 17, 42, 99, 150]
-    assert res.written == 195 and res.duplicates == 0
+    assert seen["seqs"] == [5, 17, 42, 60, 61, 99, 150]
+    assert seen["codes"] == ["ORA-12899", "ORA-01438", "TAGPIPE-VALUE", "TAGPIPE-VALUE", "TAGPIPE-VALUE", "ORA-01438", "ORA-12899"]
+    assert [r.index for r in res.rejected] == [5, 17, 42, 60, 61, 99, 150]
+    assert res.written == 193 and res.duplicates == 0
     stored = sorted(r["SEQ"] for r in target.rows(table))
-    assert stored == [s for s in range(200) if s not in (5, 17, 42, 99, 150)]
+    assert stored == [s for s in range(200) if s not in (5, 17, 42, 60, 61, 99, 150)]
     assert target.rows(cursor_table)[0]["NEXT_SEQ"] == 200  # rejected rows are not sent again
 
 

@@ -45,6 +45,7 @@ log = logging.getLogger("tagpipe.oracle")
 
 QUALITY_TEXT = np.array(["", "GOOD", "BAD", "UNCERTAIN"], dtype=object)
 STR_SIZE = 64  # bind buffer for PLC code / tag address (records hold at most 16 bytes)
+NUMBER_MAX, NUMBER_MIN = 1e126, 1e-130  # magnitudes an Oracle NUMBER holds (measured with the client)
 # datetime64[us] -> datetime works for years 1..9999 only.
 TS_MIN_US = int(np.datetime64("0001-01-01T00:00:00", "us").astype(np.int64))
 TS_MAX_US = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype(np.int64))
@@ -223,13 +224,17 @@ class OracleSink:
         null = (quality == QUALITY_BAD) | ((sub["flags"] & FLAG_NULL) != 0)
         bad_ts = (ts_us < TS_MIN_US) | (ts_us > TS_MAX_US)
         bad_q = (quality < 1) | (quality > 3)
-        bad_v = ~null & ~np.isfinite(value)
+        with np.errstate(invalid="ignore"):
+            mag = np.abs(value)
+            # python-oracledb refuses (DPY-4003, for the whole batch) a float that Oracle's
+            # NUMBER cannot hold: catch those rows here, like non-finite values.
+            bad_v = ~null & (~np.isfinite(value) | (mag >= NUMBER_MAX) | ((mag < NUMBER_MIN) & (mag != 0)))
         bad = bad_ts | bad_q | bad_v
         rejected = [
             RowError(int(fresh[i]), *(
                 ("TAGPIPE-TIME", f"timestamp {int(ts_us[i])} us is outside years 1-9999") if bad_ts[i] else
                 ("TAGPIPE-QUALITY", f"unknown quality code {int(quality[i])}") if bad_q[i] else
-                ("TAGPIPE-VALUE", f"value {float(value[i])!r} is not a finite number")))
+                ("TAGPIPE-VALUE", f"value {float(value[i])!r} cannot be stored as an Oracle NUMBER (finite, 1e-130 <= |v| < 1e126, or 0)")))
             for i in np.nonzero(bad)[0]
         ]
         keep = ~bad
