@@ -24,7 +24,7 @@ UNIT_DIR=/etc/systemd/system
 RENDER_ONLY=""
 START=1
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; echo; echo "options: --app-dir --data-dir --backup-dir --env-file --user --group --python --unit-dir --render-only DIR --no-start"; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; echo; echo "options: --app-dir --data-dir --backup-dir --env-file --user --group --python --unit-dir --render-only DIR --no-start"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
