@@ -84,7 +84,7 @@ def ts_storage(n: int, folder: Path) -> list[tuple[str, float, int]]:
     recs = recs_of(n, time.time_ns() // 1000)
     out = []
     for kind in ("integer us", "ISO text"):
-        path = folder / f"ts-{kind[0]}.db"
+        path = folder / f"ts-{kind[0]}-{uuid.uuid4().hex[:6]}.db"
         conn = sqlite3.connect(str(path), isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
