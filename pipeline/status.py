@@ -3,7 +3,8 @@
 Reads the ring read-only (``shm.Observer``) and derives every figure with ``shm.stats``,
 the same functions the web API uses, so the numbers match the status page. Works when
 the ring is missing (and says so). ``--json`` prints one JSON object for scripts;
-``--check`` exits 6 unless health is ``healthy``; ``--watch S`` repeats every S seconds.
+``--check`` exits 6 unless health is ``healthy``; ``--watch S`` repeats every S seconds;
+``--env-file`` reads the settings (ring name, health thresholds) from the units' file.
 """
 
 from __future__ import annotations
@@ -123,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ring", default=None, help="ring name (default: RING_NAME)")
     p.add_argument("--check", action="store_true", help="exit 6 unless health is healthy")
     p.add_argument("--watch", type=float, default=None, metavar="S", help="print again every S seconds until Ctrl-C")
+    p.add_argument("--env-file", default=".env", metavar="PATH",
+                   help="settings file to read (default .env; e.g. /etc/tagpipe/tagpipe.env, the units' EnvironmentFile)")
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        settings = load_settings()
+        settings = load_settings(env_file=args.env_file)
     except ConfigError as e:
         print(f"tagpipe status: {e}", file=sys.stderr)
         return exitcodes.CONFIG

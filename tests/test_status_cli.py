@@ -87,3 +87,15 @@ def test_status_text_reads_like_the_status_page(tmp_path, ring_name, busy_ring):
     assert "1 ok, 0 failed" in out
     for label in ("poller ", "writer ", "database ", "lag ", "backups ", "quarantined "):
         assert any(line.startswith(label) for line in out.splitlines()), label
+
+
+def test_status_reads_the_units_environment_file(tmp_path, ring_name):
+    env_file = tmp_path / "tagpipe.env"
+    env_file.write_text(f"RING_NAME={ring_name}\n")
+    proc = spawn(["-m", "pipeline", "status", "--env-file", str(env_file)], cwd=tmp_path)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert f"tagpipe ring {ring_name!r}" in out
