@@ -72,6 +72,10 @@ class Replay:
             self.metrics.replayed(len(recs))
         self.offset, self.line_no = chunk.end_offset, chunk.end_line
         self.spool.replayed_rows += chunk.rows + len(chunk.bad)
+        if chunk.groups and len(chunk.groups[-1][1]):
+            # The file's oldest row still waiting is about where this chunk ended (for
+            # the writer.backup_oldest_us gauge: how far behind the database is).
+            self.spool.first_ts[name] = int(chunk.groups[-1][1]["ts_us"][-1])
         if chunk.eof:
             self.spool.done(name)
             self.metrics.replay_file_done()
