@@ -349,3 +349,26 @@ def test_database_disk_full_is_an_outage_and_nothing_is_lost(ring_name, tmp_path
         halt(writer)
         halt(prod)
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_retry_waits_are_cut_short_before_the_ring_overflows(ring_name, tmp_path):
+    """ORACLE_RETRY_MAX=6 would wait 1+2+4+8+16 s on one batch: far longer than a
+    2,000-record ring lasts at 1,000 records/s. Past half full the batch is spilled."""
+    db = db_path(tmp_path)
+    prod = start_producer(ring_name, tmp_path, count=0, capacity=2000)
+    writer = start_writer(ring_name, tmp_path, ORACLE_RETRY_MAX="6", SQLITE_BUSY_TIMEOUT="0.1", DB_PROBE_MIN_INTERVAL="5", DB_PROBE_MAX_INTERVAL="5")
+    try:
+        _ready(writer, db)
+        locker = _lock(db)
+        halt(prod)
+        prod = start_producer(ring_name, tmp_path, count=8000, rate=1000, capacity=2000, batch=50)
+        assert producer_done(prod) == 8000
+        f = ring_fields(ring_name)
+        assert f["consumer.lost"] == 0 and f["producer.overwritten"] == 0
+        assert f["writer.batches_failed"] < 6  # gave up retrying early
+        wait_until(lambda: ring_fields(ring_name)["writer.rows_spilled"] == 8000, 20, "everything spilled")
+        _unlock(locker)
+        wait_until(lambda: db_counts(db) == (8000, 8000), 30, "replayed")
+    finally:
+        halt(writer)
+        halt(prod)
