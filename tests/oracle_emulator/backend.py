@@ -1,8 +1,10 @@
 """A small SQLite-backed backend for seerdb's Oracle wire-protocol server (tests only).
 
 It understands just the SQL tagpipe sends (INSERT ... VALUES, SELECT, UPDATE, with
-``:name`` / ``:1`` binds and ``FOR UPDATE [WAIT n | NOWAIT]``) and enforces what Oracle
-would on insert, so the real python-oracledb client sees real per-row errors:
+``:name`` / ``:1`` binds and ``FOR UPDATE [WAIT n | NOWAIT]``), plus the CREATE / DROP
+TABLE subset the real-Oracle test harness emits (so that harness can be tried here
+too), and enforces what Oracle would on insert, so the real python-oracledb client sees
+real per-row errors:
 ORA-12899 (string too long for its VARCHAR2), ORA-01438 (number too large for its
 NUMBER(p,s)), ORA-01400 (NULL into a NOT NULL column), ORA-00942 / ORA-00904 (missing
 table / column), ORA-01031 (table declared read-only for the user).
@@ -153,6 +155,15 @@ class SqliteBackend:
                 return self._insert(sql, binds)
             if word == "SELECT":
                 return self._select(sql, binds)
+            if word == "CREATE":
+                return self._create(sql)
+            if word == "DROP":
+                m = re.match(r"DROP\s+TABLE\s+([\w$#.\"]+)(\s+PURGE)?$", sql, re.I)
+                if not m:
+                    raise BackendError("emulator supports DROP TABLE t [PURGE] only", ora_code=3001)
+                self._table(m.group(1))
+                self.catalog.drop_table(_bare(m.group(1)))
+                return Result()
             if word in ("UPDATE", "DELETE"):
                 self._check_writable(sql)
                 self._begin(30.0)
@@ -246,6 +257,34 @@ class SqliteBackend:
         )
         return Result(rowcount=cur.rowcount)
 
+    def _create(self, sql: str) -> Result:
+        """CREATE TABLE t (col TYPE [NOT NULL], ..., [CONSTRAINT c] PRIMARY KEY (...)) -- the
+        subset the real-Oracle test harness (targets.OracleTarget) emits; CHECK constraints
+        and a PARTITION clause are accepted and ignored. Like Oracle, DDL commits."""
+        m = re.match(r"CREATE\s+TABLE\s+([\w$#.\"]+)\s*\((.*)\)\s*(PARTITION\s+BY\s+.*)?$", sql, re.I | re.S)
+        if not m:
+            raise BackendError("emulator supports CREATE TABLE t (...) only", ora_code=3001)
+        name = _bare(m.group(1))
+        if name in self.catalog.tables:
+            raise BackendError("name is already used by an existing object", ora_code=955)
+        cols: list[Col] = []
+        pk: tuple[str, ...] = ()
+        for part in _top_level_split(m.group(2)):
+            words = part.split()
+            head = words[0].upper()
+            if head == "CONSTRAINT":
+                words = words[2:]
+                head = words[0].upper() if words else ""
+            if head == "PRIMARY":
+                pk = tuple(_bare(c) for c in re.search(r"\((.*)\)", part).group(1).split(","))
+            elif head in ("CHECK", "UNIQUE", "FOREIGN"):
+                continue
+            else:
+                cols.append(_column(part))
+        self.commit()
+        self.catalog.create_table(name, cols, pk)
+        return Result()
+
     def _select(self, sql: str, binds: Sequence) -> Result:
         m = _FOR_UPDATE.search(sql)
         if m:
@@ -262,6 +301,28 @@ class SqliteBackend:
         names = [d[0].upper() for d in cur.description]
         rows = [tuple(_from_sqlite(cols.get(n), v) for n, v in zip(names, r)) for r in cur.fetchall()]
         return Result(columns=[_meta(n, cols.get(n), [r[i] for r in rows]) for i, n in enumerate(names)], rows=rows)
+
+
+def _top_level_split(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+            continue
+        depth += (ch == "(") - (ch == ")")
+        cur += ch
+    return [p for p in parts + [cur.strip()] if p]
+
+
+def _column(text: str) -> Col:
+    m = re.match(r"\s*([\w$#\"]+)\s+(TIMESTAMP|DATE|VARCHAR2|NUMBER|BINARY_DOUBLE)\s*(?:\(\s*(\d+)\s*(?:,\s*(-?\d+))?\s*(?:BYTE|CHAR)?\s*\))?(.*)$", text, re.I | re.S)
+    if not m:
+        raise BackendError(f"emulator cannot create column {text[:40]!r}", ora_code=902)
+    kind = m.group(2).upper()
+    size = int(m.group(3) or 0) if kind in ("VARCHAR2", "NUMBER") else 0
+    return Col(_bare(m.group(1)), "TIMESTAMP" if kind == "DATE" else kind, size, int(m.group(4) or 0),
+               nullable="NOT NULL" not in m.group(5).upper())
 
 
 def _check_value(table: str, col: Col, v: Any) -> None:
