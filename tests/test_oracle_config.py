@@ -76,3 +76,45 @@ def test_oracle_grants_cover_what_the_sink_does():
     assert re.search(r"^GRANT SELECT, INSERT, UPDATE ON TAGPIPE\.TAGPIPE_CURSOR TO TAGPIPE_WRITER;", grants, re.M)
     assert re.search(r"^GRANT CREATE SESSION TO TAGPIPE_WRITER;", grants, re.M)
     assert not re.search(r"^GRANT .*(DELETE|ALTER|DROP|CREATE TABLE)", grants, re.M)
+
+
+def sql_statements(path) -> list[str]:
+    """The statements of a SQL*Plus script: comments dropped, split at ';'."""
+    text = "\n".join(line for line in path.read_text().splitlines() if not line.strip().startswith("--"))
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def test_oracle_dba_path_shipped_ddl_then_check_db_then_writes(tmp_path):
+    """What the DBA runs (sql/01_tables.sql, through the real client) leaves tables that
+    check-db accepts and the sink writes to. Against the emulator, which accepts the
+    statements' shape (partitioning clause and index options ignored); Oracle itself
+    would validate the rest."""
+    import oracledb
+
+    from tests.oracle_emulator import Catalog, EmulatorServer
+    from tests.oracle_emulator.fixtures import make_records
+    from pipeline.writer.checkdb import check_oracle
+
+    catalog = Catalog(str(tmp_path / "e.db"))
+    server = EmulatorServer(catalog).start()
+    try:
+        env = {"ORACLE_DSN": server.dsn(), "ORACLE_USERNAME": "TAGPIPE", "ORACLE_PASSWORD": "tagpipe-secret"}
+        with oracledb.connect(user=env["ORACLE_USERNAME"], password=env["ORACLE_PASSWORD"], dsn=env["ORACLE_DSN"]) as conn:
+            with conn.cursor() as cur:
+                statements = sql_statements(REPO / "sql" / "01_tables.sql")
+                assert len(statements) == 4
+                for stmt in statements:
+                    cur.execute(stmt)
+        settings = load_settings(env, env_file=None)
+        out: list[str] = []
+        check_oracle(settings, out=out.append)
+        assert any(line.startswith("writable:") for line in out), out
+        sink = OracleSink.from_settings(settings)
+        try:
+            assert sink.write(5, make_records(range(100))).written == 100
+            assert sink.write(5, make_records(range(100))).duplicates == 100
+        finally:
+            sink.close()
+        assert len(catalog.rows("TAG_DATA")) == 100
+    finally:
+        server.stop()

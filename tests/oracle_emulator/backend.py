@@ -157,6 +157,8 @@ class SqliteBackend:
                 return self._select(sql, binds)
             if word == "CREATE":
                 return self._create(sql)
+            if word == "ALTER":
+                return self._alter(sql)
             if word == "DROP":
                 m = re.match(r"DROP\s+TABLE\s+([\w$#.\"]+)(\s+PURGE)?$", sql, re.I)
                 if not m:
@@ -261,15 +263,19 @@ class SqliteBackend:
         """CREATE TABLE t (col TYPE [NOT NULL], ..., [CONSTRAINT c] PRIMARY KEY (...)) -- the
         subset the real-Oracle test harness (targets.OracleTarget) emits; CHECK constraints
         and a PARTITION clause are accepted and ignored. Like Oracle, DDL commits."""
-        m = re.match(r"CREATE\s+TABLE\s+([\w$#.\"]+)\s*\((.*)\)\s*(PARTITION\s+BY\s+.*)?$", sql, re.I | re.S)
-        if not m:
-            raise BackendError("emulator supports CREATE TABLE t (...) only", ora_code=3001)
+        m = re.match(r"CREATE\s+(UNIQUE\s+)?INDEX\s+([\w$#.\"]+)\s+ON\s+([\w$#.\"]+)\s*\(([^)]*)\)(\s+LOCAL)?$", sql, re.I)
+        if m:
+            return self._index(m.group(2), m.group(3), m.group(4), bool(m.group(1)))
+        m = re.match(r"CREATE\s+TABLE\s+([\w$#.\"]+)\s*\(", sql, re.I)
+        body, rest = _parenthesized(sql[m.end() - 1:]) if m else ("", "x")
+        if not m or rest.strip() and not re.match(r"PARTITION\s+BY\s", rest.strip(), re.I):
+            raise BackendError("emulator supports CREATE TABLE t (...) [PARTITION BY ...] only", ora_code=3001)
         name = _bare(m.group(1))
         if name in self.catalog.tables:
             raise BackendError("name is already used by an existing object", ora_code=955)
         cols: list[Col] = []
         pk: tuple[str, ...] = ()
-        for part in _top_level_split(m.group(2)):
+        for part in _top_level_split(body):
             words = part.split()
             head = words[0].upper()
             if head == "CONSTRAINT":
@@ -283,6 +289,26 @@ class SqliteBackend:
                 cols.append(_column(part))
         self.commit()
         self.catalog.create_table(name, cols, pk)
+        return Result()
+
+    def _alter(self, sql: str) -> Result:
+        """ALTER TABLE t ADD CONSTRAINT c PRIMARY KEY (cols) [USING INDEX (...)]."""
+        m = re.match(r"ALTER\s+TABLE\s+([\w$#.\"]+)\s+ADD\s+CONSTRAINT\s+([\w$#\"]+)\s+PRIMARY\s+KEY\s*\(([^)]*)\)", sql, re.I)
+        if not m:
+            raise BackendError("emulator supports ALTER TABLE t ADD CONSTRAINT c PRIMARY KEY (...) only", ora_code=3001)
+        return self._index(m.group(2), m.group(1), m.group(3), unique=True)
+
+    def _index(self, name: str, table: str, cols: str, unique: bool) -> Result:
+        self._table(table)
+        self.commit()
+        con = self.catalog.connect()
+        try:
+            con.execute(f'CREATE {"UNIQUE " if unique else ""}INDEX "{_bare(name)}" ON "{_bare(table)}" ('
+                        + ", ".join(f'"{_bare(c)}"' for c in cols.split(",")) + ")")
+        except sqlite3.Error as exc:
+            raise _ora(exc) from None
+        finally:
+            con.close()
         return Result()
 
     def _select(self, sql: str, binds: Sequence) -> Result:
@@ -301,6 +327,21 @@ class SqliteBackend:
         names = [d[0].upper() for d in cur.description]
         rows = [tuple(_from_sqlite(cols.get(n), v) for n, v in zip(names, r)) for r in cur.fetchall()]
         return Result(columns=[_meta(n, cols.get(n), [r[i] for r in rows]) for i, n in enumerate(names)], rows=rows)
+
+
+def _parenthesized(text: str) -> tuple[str, str]:
+    """``(inside) rest`` -> (inside, rest), honouring nested parentheses and quotes."""
+    depth, quoted = 0, False
+    for i, ch in enumerate(text):
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
+            depth += 1
+        elif not quoted and ch == ")":
+            depth -= 1
+            if depth == 0:
+                return text[1:i], text[i + 1:]
+    raise BackendError("missing right parenthesis", ora_code=907)
 
 
 def _top_level_split(text: str) -> list[str]:
