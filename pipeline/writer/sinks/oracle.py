@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, ContextManager
 
 import numpy as np
 import oracledb
@@ -94,7 +94,7 @@ class OracleSink:
         PermanentSinkError for a configuration it cannot use."""
         self.pools.open()
 
-    def connection(self, call_timeout_ms: int | None = None):
+    def connection(self, call_timeout_ms: int | None = None) -> ContextManager[oracledb.Connection]:
         """A pooled connection with a call timeout (context manager), see PoolKeeper."""
         return self.pools.connection(call_timeout_ms)
 
