@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(10)
     best = max(r[2] for r in results)
     print(f"best {best:,.0f} rows/s; largest/smallest batch throughput ratio {results[-1][2] / results[0][2]:.2f}x")
-    print("command: .venv/bin/python -m bench oracle" + (" --quick" if args.quick else "") + (f" --chunk {args.chunk}" if args.chunk != 500 else ""))
+    print("command: .venv/bin/python -m bench oracle" + (" --quick" if args.quick else "") + (f" --chunk={args.chunk}" if args.chunk != 500 else ""))
     return 0
 
 
