@@ -214,10 +214,12 @@ class Doorbell:
             self._sem.release()
 
     def wait(self, timeout_s: float) -> bool:
+        """Wait at most ``timeout_s`` for a ring. False on timeout or when a signal
+        interrupted the wait (the caller's loop then checks its stop flag)."""
         try:
             self._sem.acquire(timeout_s)
             return True
-        except posix_ipc.BusyError:
+        except (posix_ipc.BusyError, posix_ipc.SignalError):
             return False
 
     def close(self) -> None:

@@ -352,3 +352,22 @@ def test_a_role_that_fails_to_open_does_not_keep_its_lock(ring_name, monkeypatch
             open_role()
         assert S.role_alive(ring_name, role) is False
     open_role().close()  # not "already has a producer (pid <this process>)"
+
+
+def test_doorbell_wait_interrupted_by_a_signal_returns_early_instead_of_raising(ring_name):
+    # The writer waits on the doorbell in its main thread; SIGTERM arriving then must end
+    # the wait (the loop sees its stop flag), not raise posix_ipc.SignalError.
+    import signal
+    import threading
+    import time
+
+    old = signal.signal(signal.SIGUSR1, lambda *a: None)
+    bell = S.Doorbell(ring_name)
+    try:
+        threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGUSR1)).start()
+        t0 = time.monotonic()
+        assert bell.wait(5.0) is False
+        assert time.monotonic() - t0 < 4.0
+    finally:
+        bell.close()
+        signal.signal(signal.SIGUSR1, old)
