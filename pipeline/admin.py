@@ -10,17 +10,13 @@ import argparse
 import sys
 
 from .common import exitcodes
-from .common.errors import ConfigError
-from .common.settings import SETTINGS, load_settings
+from .common.process import settings_or_exit
+from .common.settings import SETTINGS
 
 
 def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
-    try:
-        settings = load_settings()
-    except ConfigError as e:
-        print(f"tagpipe {command}: {e}", file=sys.stderr)
-        return exitcodes.CONFIG
+    settings = settings_or_exit(command)
     if command == "settings":
         masked = settings.masked()
         for s in SETTINGS:

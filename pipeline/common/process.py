@@ -15,17 +15,24 @@ from .logs import log_settings, setup_logging
 from .settings import load_settings
 
 
+def settings_or_exit(process: str, env_file: str | None = ".env") -> Any:
+    """Load and validate settings, or print one line (``tagpipe <process>: bad setting
+    ...``) to stderr and raise SystemExit(2). Opens nothing; for tool commands that print
+    to the terminal and set up no logging."""
+    try:
+        return load_settings(env_file=env_file)
+    except ConfigError as e:
+        print(f"tagpipe {process}: {e}", file=sys.stderr)
+        raise SystemExit(exitcodes.CONFIG) from None
+
+
 def start_process(process: str, env_file: str | None = ".env") -> tuple[Any, logging.Logger]:
     """Load and validate settings, set up logging, log the effective settings.
 
     On a bad setting prints one line to stderr and raises SystemExit(2) before anything
     is opened.
     """
-    try:
-        settings = load_settings(env_file=env_file)
-    except ConfigError as e:
-        print(f"tagpipe {process}: {e}", file=sys.stderr)
-        raise SystemExit(exitcodes.CONFIG) from None
+    settings = settings_or_exit(process, env_file)
     log = setup_logging(process, settings.log_level)
     log_settings(log, settings)
     return settings, log

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.common import exitcodes
-from pipeline.common.errors import ConfigError
-from pipeline.common.settings import load_settings
+from pipeline.common.process import settings_or_exit
 from shm.layout import QUALITY_GOOD, RECORD_DTYPE
 
 from .sinks.base import SinkError
@@ -152,11 +151,7 @@ def check_sqlite(settings: Any, out=print) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline check-db", description=__doc__.split("\n\n")[0])
     ap.parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"tagpipe check-db: {exc}", file=sys.stderr)
-        return exitcodes.CONFIG
+    settings = settings_or_exit("check-db")
     try:
         if settings.oracle_configured:
             check_oracle(settings)

@@ -183,8 +183,7 @@ def write_back(path: str, backup_folder: str, skip_bad: bool = False) -> tuple[s
 def main(argv: list[str] | None = None) -> int:
     """``python -m pipeline quarantine list | write-back FILE [--skip-bad]``."""
     from pipeline.common import exitcodes
-    from pipeline.common.errors import ConfigError
-    from pipeline.common.settings import load_settings
+    from pipeline.common.process import settings_or_exit
 
     parser = argparse.ArgumentParser(prog="python -m pipeline quarantine", description="Inspect quarantined rows; write a corrected file back.")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -193,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     wb.add_argument("file")
     wb.add_argument("--skip-bad", action="store_true", help="write back the valid rows even if some are still bad")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        settings = load_settings()
-    except ConfigError as e:
-        print(f"tagpipe quarantine: {e}", file=sys.stderr)
-        return exitcodes.CONFIG
+    settings = settings_or_exit("quarantine")
     qdir = os.path.join(settings.backup_file_path, "quarantine")
     if args.action == "list":
         files = list_files(qdir)
