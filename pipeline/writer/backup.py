@@ -80,10 +80,8 @@ def format_rows(epoch: int, records: np.ndarray) -> bytes:
     """CSV lines (current format) of ``records`` of stream ``epoch``."""
     if len(records) == 0:
         return b""
-    ts = np.datetime_as_string(records["ts_us"].astype("datetime64[us]"), unit="us").tolist()
-    _, plc, tag, values, quality, seq = R.columns(records)
+    ts, plc, tag, vals, quality, seq = R.text_columns(records)
     e = str(int(epoch))
-    vals = ["" if v is None else repr(v) for v in values]
     lines = [f"{t},{p},{a},{v},{q},{e},{s}\n" for t, p, a, v, q, s in zip(ts, plc, tag, vals, quality, seq)]
     return "".join(lines).encode("ascii", "replace")
 

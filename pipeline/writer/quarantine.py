@@ -79,13 +79,12 @@ class Quarantine:
         """Quarantine rows refused by the database (``errors``: RowError per row). Raises OSError."""
         if len(records) == 0:
             return 0
-        ts = np.datetime_as_string(records["ts_us"].astype("datetime64[us]"), unit="us").tolist()
-        _, plc, tag, values, quality, seq = R.columns(records)
+        ts, plc, tag, vals, quality, seq = R.text_columns(records)
+        e = str(int(epoch))
         rows = []
         for i in range(len(records)):
             err = errors[i]
-            v = "" if values[i] is None else repr(values[i])
-            rows.append([ts[i], plc[i], tag[i], v, quality[i], str(int(epoch)), str(seq[i]), err.code, err.message, source, ""])
+            rows.append([ts[i], plc[i], tag[i], vals[i], quality[i], e, str(seq[i]), err.code, err.message, source, ""])
         self._append(rows)
         return len(rows)
 

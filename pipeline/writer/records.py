@@ -60,6 +60,15 @@ def columns(records: np.ndarray) -> tuple[list, list, list, list, list, list]:
     return ts, plc, tag, values, quality, seq
 
 
+def text_columns(records: np.ndarray) -> tuple[list[str], list[str], list[str], list[str], list[str], list[int]]:
+    """``columns()`` as CSV text, the backup and quarantine files' form: ts as ISO-8601 UTC
+    with microseconds, value as ``repr`` ("" for NULL); seq stays int."""
+    ts = np.datetime_as_string(records["ts_us"].astype("datetime64[us]"), unit="us").tolist()
+    _, plc, tag, values, quality, seq = columns(records)
+    vals = ["" if v is None else repr(v) for v in values]
+    return ts, plc, tag, vals, quality, seq
+
+
 _TEXT: dict[bytes, str] = {}
 
 
