@@ -16,7 +16,8 @@ import numpy as np
 from shm import layout as L
 
 SYNTHETIC_BIT = 1 << 63
-_QUALITY_TABLE = np.array(["Q0", "GOOD", "BAD", "UNCERTAIN"] + [f"Q{i}" for i in range(4, 256)], dtype=object)
+# Quality code -> name for every uint8 value; an unknown code shows as "Q<n>".
+_QUALITY_TABLE = np.array([L.QUALITY_NAMES.get(i, f"Q{i}") for i in range(256)], dtype=object)
 
 
 def synthetic_epoch(name: str) -> int:
