@@ -92,16 +92,7 @@ class Consumer(_Endpoint):
         if shm is None:
             lock.release()
             return None
-        try:
-            return cls(name, shm, lock)
-        except BaseException:
-            # e.g. the doorbell cannot be opened: never keep the role locked on failure.
-            try:
-                shm.close()
-            except BufferError:
-                pass
-            lock.release()
-            raise
+        return cls._adopt(name, shm, lock)
 
     def _recover_journal(self) -> None:
         """Finish the copy of a commit whose consumer died after its commit point.

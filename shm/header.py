@@ -108,6 +108,22 @@ class _Endpoint:
         self.doorbell = S.Doorbell(name)
         self.closed = False
 
+    @classmethod
+    def _adopt(cls, name: str, shm, lock: S.RoleLock, *args):
+        """``cls(name, shm, lock, *args)`` for ``open()``, which holds the role lock and the
+        mapping. If construction fails (e.g. the doorbell cannot be opened) the mapping is
+        closed and the lock released before the exception propagates: a failed open never
+        keeps the role locked."""
+        try:
+            return cls(name, shm, lock, *args)
+        except BaseException:
+            try:
+                shm.close()
+            except BufferError:
+                pass
+            lock.release()
+            raise
+
     def set(self, name: str, value: int | float) -> None:
         self.h.set(name, value)
 

@@ -102,16 +102,7 @@ class Producer(_Endpoint):
         except BaseException:
             lock.release()
             raise
-        try:
-            return cls(name, shm, lock, alert_threshold_pct, notes)
-        except BaseException:
-            # e.g. the doorbell cannot be opened: never keep the role locked on failure.
-            try:
-                shm.close()
-            except BufferError:
-                pass
-            lock.release()
-            raise
+        return cls._adopt(name, shm, lock, alert_threshold_pct, notes)
 
     @staticmethod
     def _create_or_attach(name: str, capacity: int):
