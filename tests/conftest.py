@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import pytest
 
@@ -16,6 +19,8 @@ ARTIFACTS = REPO / "test-artifacts"
 
 # In CI (.ci/run) a missing system program is a failure, not a skip.
 REQUIRE_ALL = os.environ.get("TAGPIPE_REQUIRE_ALL") == "1"
+
+T = TypeVar("T")
 
 
 def require_program(name: str) -> str:
@@ -69,3 +74,24 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def wait_until(cond: Callable[[], T], timeout: float, what: str = "condition", step: float = 0.1) -> T:
+    """Poll ``cond()`` every ``step`` seconds until it returns something true (returned), or
+    raise AssertionError naming ``what`` after ``timeout`` seconds (monotonic clock)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that was free a moment ago; nothing listens there, so a
+    connection to it is refused until a test's server binds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

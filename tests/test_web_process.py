@@ -11,14 +11,8 @@ import urllib.request
 
 import pytest
 
-from conftest import spawn, stop
+from conftest import free_port, spawn, stop
 from test_web_api import Rig
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, dict | str]:

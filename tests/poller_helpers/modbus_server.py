@@ -17,11 +17,12 @@ import asyncio
 import logging
 import socket
 import threading
-import time
 from collections import Counter
 
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from tests.conftest import free_port, wait_until
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
@@ -176,22 +177,10 @@ class Blackhole:
         self.sock.close()
 
 
-def refused_port() -> int:
-    """A port on 127.0.0.1 where nothing listens (connections are refused)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+# A port on 127.0.0.1 where nothing listens (connections are refused).
+refused_port = free_port
 
 
 def wait_for(cond, timeout: float = 20.0, step: float = 0.05):
-    """Poll ``cond()`` until it returns something true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(step)
+    """``wait_until`` with the poller tests' defaults (20 s, 50 ms steps)."""
+    return wait_until(cond, timeout, "condition", step)

@@ -7,9 +7,8 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
 
-from tests.conftest import child_env, stop
+from tests.conftest import child_env, stop, wait_until  # noqa: F401 (wait_until: re-exported)
 
 
 def spawn(args: list[str], cwd: Path, log_name: str | None = None, **env: str) -> subprocess.Popen:
@@ -27,18 +26,6 @@ def spawn(args: list[str], cwd: Path, log_name: str | None = None, **env: str) -
 
 def log_text(proc: subprocess.Popen) -> str:
     return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
-
-
-def wait_until(cond: Callable[[], object], timeout: float, what: str, step: float = 0.1):
-    """Poll ``cond`` until truthy (returned) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)
 
 
 def start_producer(ring: str, cwd: Path, count: int, rate: float = 0.0, capacity: int = 100_000, batch: int = 100, linger: bool = True, bad_every: int = 0) -> subprocess.Popen:
