@@ -6,7 +6,7 @@ CONFIG = 2  # bad configuration: one line on stderr names the setting; never res
 RING_NEEDS_ATTENTION = 3  # ring of another layout still holds records: drain or delete it
 ROLE_TAKEN = 4  # another process already is this ring's poller (or writer)
 FORCED = 5  # second stop signal: stopped at once (records not yet written stay in the ring)
-CHECK_FAILED = 6  # a check command (check-db, overflow-check) found a problem
+CHECK_FAILED = 6  # a check found a problem (check-db, overflow-check, status --check, quarantine write-back, load mode)
 
 NAMES = {
     OK: "ok",
