@@ -172,7 +172,7 @@ class Writer:
         if self.spool.pending:
             # Handover: the last files are being replayed; live waits in the ring unless
             # the ring passes half full.
-            return "spill" if self.consumer.pending() > self.consumer.capacity // 2 else "hold"
+            return "spill" if self._ring_pressed() else "hold"
         return "db"
 
     def _live(self) -> bool:
@@ -316,6 +316,7 @@ class Writer:
         self.circuit.publish()
 
     def _ring_pressed(self) -> bool:
+        """More than half the ring waits: retries and the replay hand-over give way to spilling."""
         return self.consumer.pending() > self.consumer.capacity // 2
 
     def _sleep(self, seconds: float, give_up: Callable[[], bool] = lambda: False) -> bool:

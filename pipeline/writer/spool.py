@@ -48,10 +48,7 @@ class Spool:
         os.makedirs(self.folder, exist_ok=True)
         self.pending = B.list_backups(self.folder)
         for name in self.pending:
-            path = os.path.join(self.folder, name)
-            self.rows[name] = B.count_rows(path)
-            self.first_ts[name] = _first_ts(path)
-            self.sizes[name] = _size(path)
+            self._track(name)
         if self.pending:
             log.info("%d backup files with %d rows wait for replay in %s", len(self.pending), sum(self.rows.values()), self.folder)
 
@@ -61,14 +58,18 @@ class Spool:
         known = set(self.pending) | ({self.active.name} if self.active else set())
         new = [n for n in B.list_backups(self.folder) if n not in known]
         for name in new:
-            path = self.path(name)
-            self.rows[name] = B.count_rows(path)
-            self.first_ts[name] = _first_ts(path)
-            self.sizes[name] = _size(path)
+            self._track(name)
             log.info("new backup file %s (%d rows) queued for replay", name, self.rows[name])
         if new:
             self.pending = sorted(self.pending + new, key=lambda n: B.name_key(n) or ("", 0))
         return len(new)
+
+    def _track(self, name: str) -> None:
+        """Read what the gauges need of a closed file once (rows, first poll time, size)."""
+        path = self.path(name)
+        self.rows[name] = B.count_rows(path)
+        self.first_ts[name] = _first_ts(path)
+        self.sizes[name] = _size(path)
 
     def has_work(self) -> bool:
         return bool(self.pending) or self.active is not None

@@ -55,10 +55,6 @@ class ModbusPlc:
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
 
-    @property
-    def last_error(self) -> str:
-        return self._last_error
-
     async def _connection(self) -> AsyncModbusTcpClient:
         async with self._lock:
             if self._client is not None and self._client.connected:
