@@ -36,11 +36,6 @@ def signed64(epoch: int) -> int:
     return e - (1 << 64) if e >= SYNTHETIC_BIT else e
 
 
-def unsigned64(value: int) -> int:
-    v = int(value)
-    return v + (1 << 64) if v < 0 else v
-
-
 def null_mask(records: np.ndarray) -> np.ndarray:
     """True where the value is stored as NULL (BAD quality or FLAG_NULL)."""
     return (records["quality"] == L.QUALITY_BAD) | ((records["flags"] & L.FLAG_NULL) != 0)
@@ -50,8 +45,8 @@ def columns(records: np.ndarray) -> tuple[list, list, list, list, list, list]:
     """Python columns of a record array: ts_us, plc_code, tag_address, value (None for
     NULL), quality name, seq. Vectorised: this is the hot path of every write."""
     ts = records["ts_us"].tolist()
-    plc = _decode(records["plc_code"].tolist())
-    tag = _decode(records["tag_address"].tolist())
+    plc = decode_codes(records["plc_code"].tolist())
+    tag = decode_codes(records["tag_address"].tolist())
     values = records["value"].tolist()
     mask = null_mask(records) | ~np.isfinite(records["value"])
     for i in np.flatnonzero(mask).tolist():
@@ -73,7 +68,8 @@ def text_columns(records: np.ndarray) -> tuple[list[str], list[str], list[str], 
 _TEXT: dict[bytes, str] = {}
 
 
-def _decode(raw: list[bytes]) -> list[str]:
+def decode_codes(raw: list[bytes]) -> list[str]:
+    """ASCII text of NUL-padded plc_code / tag_address bytes (numpy drops the padding)."""
     # A plant has few distinct codes: decoding each once halves the cost of this step
     # (measured: 7.5 ms instead of 14 ms for 2 x 20,000 codes).
     if len(_TEXT) > 100_000:

@@ -33,8 +33,7 @@ import numpy as np
 import oracledb
 
 from pipeline.common.settings import parse_oracle_columns
-from shm.layout import FLAG_NULL, QUALITY_BAD
-
+from .. import records as R
 from ..oracle_errors import PERMANENT, classify, first_line, full_code, is_connection_lost, scrub
 from .base import OnRejected, PermanentSinkError, RowError, SinkError, TransientSinkError, WriteResult
 from .oracle_pool import OracleConfig, PoolKeeper
@@ -221,7 +220,7 @@ class OracleSink:
         cannot be bound (reported like database rejections, with TAGPIPE-* codes)."""
         sub = records[fresh]
         ts_us, value, quality = sub["ts_us"], sub["value"], sub["quality"]
-        null = (quality == QUALITY_BAD) | ((sub["flags"] & FLAG_NULL) != 0)
+        null = R.null_mask(sub)
         bad_ts = (ts_us < TS_MIN_US) | (ts_us > TS_MAX_US)
         bad_q = (quality < 1) | (quality > 3)
         with np.errstate(invalid="ignore"):
@@ -241,8 +240,8 @@ class OracleSink:
         sub, null = sub[keep], null[keep]
         cols: dict[str, list] = {}
         cols["TS"] = np.clip(sub["ts_us"], TS_MIN_US, TS_MAX_US).astype("datetime64[us]").tolist()
-        cols["PLC_CODE"] = [b.decode("ascii", "replace") for b in sub["plc_code"].tolist()]
-        cols["TAG_ADDRESS"] = [b.decode("ascii", "replace") for b in sub["tag_address"].tolist()]
+        cols["PLC_CODE"] = R.decode_codes(sub["plc_code"].tolist())
+        cols["TAG_ADDRESS"] = R.decode_codes(sub["tag_address"].tolist())
         values = sub["value"].tolist()
         for i in np.nonzero(null)[0].tolist():
             values[i] = None
