@@ -25,7 +25,8 @@ WRITER_WINDOW_S = L.WRITER_BUCKETS * L.WRITER_BUCKET_S  # 300 s: the seed's 5-mi
 ROLES = {"poller": "producer", "writer": "consumer"}
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
-_RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
+# Order of the statuses, worst last; also the value of the tagpipe_health_status metric.
+STATUS_RANK = {HEALTHY: 0, DEGRADED: 1, UNHEALTHY: 2}
 
 
 def pid_alive(pid: int) -> bool:
@@ -339,7 +340,7 @@ class HealthEvaluator:
                 checks.append(Check("database_unknown", DEGRADED, "database state not reported by the writer yet"))
             if db == "up" and wr["backup_files_pending"]:
                 checks.append(Check("backups_pending", DEGRADED, f"{wr['backup_files_pending']} backup files waiting for replay"))
-        status = max((c.severity for c in checks), key=_RANK.__getitem__, default=HEALTHY)
+        status = max((c.severity for c in checks), key=STATUS_RANK.__getitem__, default=HEALTHY)
         buffer_ok = "utilization_high" not in self._on and "values_lost" not in self._on
         return Health(status, checks, buffer_ok, writer["running"], poller["running"], db_ok)
 
@@ -389,6 +390,7 @@ __all__ = [
     "Check",
     "Health",
     "HealthEvaluator",
+    "STATUS_RANK",
     "Thresholds",
     "buffer_status",
     "figures",

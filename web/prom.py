@@ -16,10 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shm import layout as L
+from shm import stats
 
 from .monitor import Monitor
 
-HEALTH_CODE = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+HEALTH_CODE = stats.STATUS_RANK  # 0 healthy, 1 degraded, 2 unhealthy
 
 
 def _g(name: str, doc: str, value: float | None, labels: dict | None = None) -> GaugeMetricFamily:
