@@ -31,16 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 CMD = "make bench BENCH_ARGS=replay   (python -m bench replay; --full for a 5-minute outage)"
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORACLE_", "BUFFER_", "RING_", "SQLITE_", "BACKUP_", "NOTIFY_SOCKET"))}
-    env["PYTHONPATH"] = str(REPO)
-    env["LOG_LEVEL"] = "WARNING"
-    env.update(extra)
-    return env
-
-
 def replay_rate(n: int, folder: Path) -> float:
-    from bench.bench_writer import _records
+    from bench.bench_writer import _records  # the same synthetic records as the writer benchmark
     from pipeline.writer import backup as B
     from pipeline.writer.quarantine import Quarantine
     from pipeline.writer.replay import Replay
@@ -78,6 +70,7 @@ def replay_rate(n: int, folder: Path) -> float:
 
 
 def lag_recovery(rate: float, outage_s: float, folder: Path) -> dict:
+    from bench.bench_writer import _env  # the writer benchmark's child environment
     from shm import Observer, delete_ring
 
     ring = f"br{uuid.uuid4().hex[:10]}"
