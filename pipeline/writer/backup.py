@@ -244,8 +244,8 @@ def read_chunk(path: str, offset: int = 0, line_no: int = 0, max_rows: int = 50_
     of line ``line_no + 1``). Never raises for bad content; raises OSError if unreadable."""
     file_epoch = R.synthetic_epoch(os.path.basename(path))
     chunk = Chunk()
-    cols: dict[int, tuple[list, list, list, list, list, list, list]] = {}
-    order: list[int] = []
+    # One group per run of consecutive rows of one stream: (epoch, ts, plc, tag, value, quality, seq).
+    groups: list[tuple[int, list, list, list, list, list, list]] = []
     cur_epoch = None
     rows = 0
     with open(path, "rb") as fh:
@@ -277,20 +277,18 @@ def read_chunk(path: str, offset: int = 0, line_no: int = 0, max_rows: int = 50_
                 # Consecutive rows of one stream form one group; a stream seen again later
                 # starts a new group so file order (= seq order) is kept.
                 cur_epoch = epoch
-                order.append(epoch)
-                cols[len(order) - 1] = ([], [], [], [], [], [], [])
-            c = cols[len(order) - 1]
-            c[0].append(ts)
-            c[1].append(plc)
-            c[2].append(tag)
-            c[3].append(value)
-            c[4].append(q)
-            c[5].append(seq)
+                groups.append((epoch, [], [], [], [], [], []))
+            c = groups[-1]
+            c[1].append(ts)
+            c[2].append(plc)
+            c[3].append(tag)
+            c[4].append(value)
+            c[5].append(q)
+            c[6].append(seq)
             rows += 1
         else:
             chunk.eof = fh.read(1) == b""
-    for i, epoch in enumerate(order):
-        ts, plc, tag, values, quality, seq, _ = cols[i]
+    for epoch, ts, plc, tag, values, quality, seq in groups:
         chunk.groups.append((epoch, R.make_records(ts, plc, tag, values, quality, seq)))
     chunk.end_offset = offset
     chunk.end_line = line_no
