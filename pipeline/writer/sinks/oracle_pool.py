@@ -33,33 +33,37 @@ log = logging.getLogger("tagpipe.oracle")
 
 @dataclass(frozen=True)
 class OracleConfig:
-    """Connection and table settings (from ``load_settings()``)."""
+    """Connection and table settings, built by ``from_settings()`` (the ORACLE_* settings;
+    their defaults, units and bounds are declared once, in ``pipeline.common.settings``)."""
 
     user: str
     password: str
     dsn: str
-    pool_min: int = 2
-    pool_max: int = 5
-    table: str = "TAG_DATA"
-    cursor_table: str = "TAGPIPE_CURSOR"
-    columns: str = ""
-    call_timeout_ms: int = 30_000
-    connect_timeout_s: float = 10.0
-    pool_wait_ms: int = 5_000
-    expire_time_min: int = 2
-    wallet_location: str = ""
-    wallet_password: str = ""
-    config_dir: str = ""
-    insert_chunk_rows: int = 5_000
+    pool_min: int
+    pool_max: int
+    table: str
+    cursor_table: str
+    columns: str
+    call_timeout_ms: int
+    connect_timeout_s: float
+    pool_wait_ms: int
+    expire_time_min: int
+    wallet_location: str
+    wallet_password: str
+    config_dir: str
+    insert_chunk_rows: int
 
     @classmethod
     def from_settings(cls, s: Any) -> "OracleConfig":
         dsn = s.oracle_dsn or f"{s.oracle_host}:{s.oracle_port}/{s.oracle_service_name}"
         return cls(
-            s.oracle_username, s.oracle_password, dsn, s.oracle_pool_min, s.oracle_pool_max, s.oracle_table,
-            s.oracle_cursor_table, s.oracle_columns, s.oracle_call_timeout_ms, s.oracle_connect_timeout_s,
-            s.oracle_pool_wait_ms, s.oracle_expire_time_min, s.oracle_wallet_location, s.oracle_wallet_password,
-            s.oracle_config_dir, s.oracle_insert_chunk_rows,
+            user=s.oracle_username, password=s.oracle_password, dsn=dsn,
+            pool_min=s.oracle_pool_min, pool_max=s.oracle_pool_max,
+            table=s.oracle_table, cursor_table=s.oracle_cursor_table, columns=s.oracle_columns,
+            call_timeout_ms=s.oracle_call_timeout_ms, connect_timeout_s=s.oracle_connect_timeout_s,
+            pool_wait_ms=s.oracle_pool_wait_ms, expire_time_min=s.oracle_expire_time_min,
+            wallet_location=s.oracle_wallet_location, wallet_password=s.oracle_wallet_password,
+            config_dir=s.oracle_config_dir, insert_chunk_rows=s.oracle_insert_chunk_rows,
         )
 
     @property
