@@ -13,7 +13,6 @@ figures say so with ``None`` rather than inventing a value.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Callable
 
