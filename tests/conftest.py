@@ -65,6 +65,13 @@ def spawn(args: list[str], cwd: str | Path, **env: str) -> subprocess.Popen:
     )
 
 
+def run(args: list[str], cwd: str | Path, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess:
+    """Run ``python <args>`` to the end as a separate interpreter; output captured as text.
+    Raises subprocess.TimeoutExpired after ``timeout`` seconds (the child is killed)."""
+    return subprocess.run([sys.executable, *args], cwd=str(cwd), env=child_env(**env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """Make sure a child is gone (by pid): SIGTERM, then SIGKILL."""
     if proc.poll() is None:

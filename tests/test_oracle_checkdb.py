@@ -4,15 +4,13 @@ Oracle when configured), and against SQLite when no Oracle is configured."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
-from tests.conftest import child_env
+from tests.conftest import run
 from tests.oracle_emulator.fixtures import *  # noqa: F401,F403  (fixtures)
 
 
 def check_db(cwd, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", "check-db"], cwd=str(cwd), env=child_env(**env),
-                          capture_output=True, text=True, timeout=120)
+    return run(["-m", "pipeline", "check-db"], cwd, timeout=120, **env)
 
 
 def test_oracle_check_db_passes_and_prints_the_server_version(target, tables, tmp_path):

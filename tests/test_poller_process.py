@@ -6,8 +6,6 @@ import math
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,16 +13,11 @@ import pytest
 
 from shm import Observer
 from shm.layout import FLAG_NULL, QUALITY_BAD, QUALITY_GOOD
-from tests.conftest import REPO, child_env, spawn, stop
+from tests.conftest import REPO, run, spawn, stop
 from tests.poller_helpers.modbus_server import ModbusTestServer, wait_for
 from tests.poller_helpers.ring_reader import RingReader
 
 DEMO_CODES = {"KRCWO12ELOA101", "KRCWO12ELOA102", "KRCWO12ELOB201", "KRCWO12ELOB202"}
-
-
-def run(args, cwd, timeout=60, **env):
-    return subprocess.run([sys.executable, *args], cwd=str(cwd), env=child_env(**env), capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def ring_exists(name: str) -> bool:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections import namedtuple
 
 import pytest
 
-from conftest import REPO, child_env
+from conftest import REPO, run
 from pipeline.common import settings as S
 from pipeline.common.errors import ConfigError
 from pipeline.common.settings import SETTINGS, load_settings, parse_dotenv
@@ -161,7 +160,7 @@ def test_parse_dotenv_returns_raw_strings(tmp_path):
 
 
 def run_py(code: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=child_env(**env), capture_output=True, text=True, timeout=60)
+    return run(["-c", code], REPO, **env)
 
 
 def test_process_with_bad_setting_exits_2_with_one_line(tmp_path):
@@ -172,9 +171,7 @@ def test_process_with_bad_setting_exits_2_with_one_line(tmp_path):
 
 
 def test_settings_command_masks_the_password(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipeline", "settings"], cwd=tmp_path,
-                       env=child_env(ORACLE_PASSWORD="hunter2", BUFFER_MAX_SIZE="4242"),
-                       capture_output=True, text=True, timeout=60)
+    r = run(["-m", "pipeline", "settings"], tmp_path, ORACLE_PASSWORD="hunter2", BUFFER_MAX_SIZE="4242")
     assert r.returncode == 0, r.stderr
     assert "hunter2" not in r.stdout and "ORACLE_PASSWORD=********" in r.stdout
     assert "BUFFER_MAX_SIZE=4242" in r.stdout

@@ -8,12 +8,11 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import REQUIRE_ALL, child_env
+from tests.conftest import REQUIRE_ALL, run
 from tests.writer_helpers.util import (
     backup_files,
     db_counts,
@@ -144,18 +143,14 @@ def test_bad_rows_are_quarantined_while_the_good_rows_commit(ring_name, tmp_path
         assert len(lines) == 51 and all("SQLITE_CONSTRAINT_CHECK" in line for line in lines[1:])
         # The operator corrects the values and writes the file back; the writer replays it.
         qfile.write_text(qfile.read_text().replace("1000000000000.0", "7.0"))
-        out = subprocess.run(
-            [sys.executable, "-m", "pipeline", "quarantine", "write-back", str(qfile)],
-            cwd=tmp_path, env=child_env(BACKUP_FILE_PATH=str(tmp_path / "backup")), capture_output=True, text=True, timeout=60,
-        )
+        out = run(["-m", "pipeline", "quarantine", "write-back", str(qfile)], tmp_path, BACKUP_FILE_PATH=str(tmp_path / "backup"))
         assert out.returncode == 0, out.stderr
         assert "wrote 50 rows" in out.stdout
         wait_until(lambda: db_counts(db)[0] == 5000, 30, "corrected rows replayed")
         conn = sqlite3.connect(str(db))
         assert conn.execute("SELECT COUNT(*) FROM TAG_DATA WHERE TAG_VALUE = 7.0 AND RING_EPOCH < 0").fetchone()[0] == 50
         conn.close()
-        listed = subprocess.run([sys.executable, "-m", "pipeline", "quarantine", "list"], cwd=tmp_path,
-                                env=child_env(BACKUP_FILE_PATH=str(tmp_path / "backup")), capture_output=True, text=True, timeout=60)
+        listed = run(["-m", "pipeline", "quarantine", "list"], tmp_path, BACKUP_FILE_PATH=str(tmp_path / "backup"))
         assert listed.returncode == 0 and "no quarantined rows" in listed.stdout
     finally:
         halt(writer)
