@@ -12,7 +12,8 @@ from pipeline.writer import backup as B
 from pipeline.writer import records as R
 from pipeline.writer.quarantine import Quarantine, parse_corrected, write_back
 from pipeline.writer.sinks.base import RowError
-from pipeline.writer.spool import Prober, Spool
+from pipeline.writer.circuit import Prober
+from pipeline.writer.spool import Spool
 from shm import layout as L
 
 

@@ -4,11 +4,16 @@ Closed: batches go to the database. Open (after a batch used its retries, or the
 database was unreachable at start): batches go to backup files, the sink is closed, and
 the single ``Prober`` thread asks the database with backoff and jitter; while it runs the
 main thread does not touch the sink. ``try_close`` reopens the sink once a probe answered.
+
+``Prober`` waits ``min_s``, then twice as long each time up to ``max_s``, each wait scaled
+by a random 0.8-1.2 so restarted writers do not probe in step.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
 from typing import Callable
 
@@ -16,7 +21,6 @@ from shm.ring import now_us
 
 from .metrics import ERR_NONE, WriterMetrics
 from .sinks.base import SinkError
-from .spool import Prober
 
 log = logging.getLogger("tagpipe.writer.circuit")
 
@@ -100,3 +104,64 @@ class Circuit:
 
     def stop(self) -> None:
         self.prober.stop(timeout_s=2.0)
+
+
+class Prober:
+    """One background thread that probes the database until it answers."""
+
+    def __init__(self, probe: Callable[[], bool], min_s: float, max_s: float, rand: Callable[[], float] = random.random) -> None:
+        self._probe = probe
+        self.min_s = min_s
+        self.max_s = max_s
+        self._rand = rand
+        self.probes = 0
+        self.probing = False
+        self.next_delay = min_s
+        self._answered = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, first_delay_s: float | None = None) -> None:
+        """Start probing (no-op while running); the first wait is ``first_delay_s``
+        (default ``min_s``), then doubling up to ``max_s``."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._answered.clear()
+        self._stop.clear()
+        self.next_delay = min(max(first_delay_s or self.min_s, self.min_s), self.max_s)
+        self._thread = threading.Thread(target=self._run, name="tagpipe-prober", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = self.next_delay
+        while True:
+            self.next_delay = delay
+            if self._stop.wait(delay * (0.8 + 0.4 * self._rand())):
+                return
+            self.probing = True
+            try:
+                ok = self._probe()
+            except Exception as e:  # a probe must never kill the thread
+                log.debug("probe raised %s", e)
+                ok = False
+            finally:
+                self.probing = False
+                self.probes += 1
+            if ok:
+                self._answered.set()
+                return
+            delay = min(delay * 2, self.max_s)
+
+    def answered(self) -> bool:
+        """True once a probe succeeded (the thread has then ended)."""
+        return self._answered.is_set() and not (self._thread is not None and self._thread.is_alive())
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to end and wait for it (bounded: a probe in progress may block up
+        to the sink's own timeout)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
