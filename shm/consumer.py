@@ -21,7 +21,7 @@ import numpy as np
 from . import layout as L
 from . import segment as S
 from .errors import CorruptRing, LayoutMismatch, RingMissing
-from .header import W_CLAIM, W_COMMITTED, W_PUBLISHED, _W, _check_header, _Endpoint, _Header, now_us
+from .header import W_CLAIM, W_COMMITTED, W_PUBLISHED, _W, _check_header, _copy_out, _Endpoint, _Header, now_us
 
 log = logging.getLogger("tagpipe.shm")
 
@@ -162,12 +162,7 @@ class Consumer(_Endpoint):
             if lost:
                 self._ledger.append((start, lost, 0, 0))
             return ReadBatch(self.epoch, first, start, _EMPTY, lost, 0)
-        out = np.empty(n, dtype=L.RECORD_DTYPE)
-        s0 = start % cap
-        n1 = min(n, cap - s0)
-        out[:n1] = self.data[s0 : s0 + n1]
-        if n1 < n:
-            out[n1:] = self.data[: n - n1]
+        out = _copy_out(self.data, start, n)
         floor = int(hu[W_CLAIM]) - cap  # anything below was being overwritten while we copied
         if start < floor:
             drop = min(floor - start, n)

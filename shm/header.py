@@ -91,6 +91,29 @@ def _data_view(buf, capacity: int) -> np.ndarray:
     return np.frombuffer(buf, dtype=L.RECORD_DTYPE, count=capacity, offset=L.HEADER_BYTES)
 
 
+def _copy_out(data: np.ndarray, start: int, n: int) -> np.ndarray:
+    """A copy of the ``n`` slots (``n <= len(data)``) holding seqs ``start``.. of the ring
+    ``data``: one numpy slice copy, two when the range wraps past the end."""
+    cap = len(data)
+    out = np.empty(n, dtype=L.RECORD_DTYPE)
+    s0 = start % cap
+    n1 = min(n, cap - s0)
+    out[:n1] = data[s0 : s0 + n1]
+    if n1 < n:
+        out[n1:] = data[: n - n1]
+    return out
+
+
+def _copy_in(data: np.ndarray, start: int, recs: np.ndarray) -> None:
+    """Write ``recs`` (at most ``len(data)``) into the slots of seqs ``start``.. (wrapping)."""
+    cap, n = len(data), len(recs)
+    s0 = start % cap
+    n1 = min(n, cap - s0)
+    data[s0 : s0 + n1] = recs[:n1]
+    if n1 < n:
+        data[: n - n1] = recs[n1:]
+
+
 class _Endpoint:
     """What the producer and consumer share: the mapping, the role lock, the doorbell."""
 

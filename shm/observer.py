@@ -9,7 +9,7 @@ import numpy as np
 from . import layout as L
 from . import segment as S
 from .errors import RingMissing
-from .header import W_CAPACITY, W_EPOCH, _check_header, _data_view, _Header, now_us
+from .header import W_CAPACITY, W_EPOCH, _check_header, _copy_out, _data_view, _Header, now_us
 
 
 @dataclass
@@ -77,13 +77,7 @@ class Observer:
 
     def records(self, start: int, n: int) -> np.ndarray:
         """Copy of up to ``n`` records from ``start`` (may include overwritten ones: check seq)."""
-        n = max(0, min(n, self.capacity))
-        out = np.empty(n, dtype=L.RECORD_DTYPE)
-        s0 = start % self.capacity
-        n1 = min(n, self.capacity - s0)
-        out[:n1] = self.data[s0 : s0 + n1]
-        out[n1:] = self.data[: n - n1]
-        return out
+        return _copy_out(self.data, start, max(0, min(n, self.capacity)))
 
     def close(self) -> None:
         self.data = None  # type: ignore[assignment]

@@ -35,6 +35,7 @@ from .header import (
     W_RECSIZE,
     W_VERSION,
     _W,
+    _copy_in,
     _Endpoint,
     _Header,
     now_us,
@@ -181,12 +182,7 @@ class Producer(_Endpoint):
     def _write(self, recs: np.ndarray, start: int) -> None:
         n = len(recs)
         recs["seq"] = np.arange(start, start + n, dtype=np.uint64)
-        cap = self.capacity
-        s0 = start % cap
-        n1 = min(n, cap - s0)
-        self.data[s0 : s0 + n1] = recs[:n1]
-        if n1 < n:
-            self.data[: n - n1] = recs[n1:]
+        _copy_in(self.data, start, recs)
 
     @property
     def published(self) -> int:
