@@ -10,14 +10,7 @@ import pytest
 
 from shm import Observer, stats
 from shm import layout as L
-from test_web_api import Rig
-
-
-@pytest.fixture
-def rig(ring_name):
-    r = Rig(ring_name)
-    yield r
-    r.close()
+from test_web_api import rig  # noqa: F401 (the fixture: a ring with counters set by hand)
 
 
 def figures(rig, **thr):
