@@ -26,6 +26,8 @@ CONNECTION_LOST = frozenset({
     "ORA-12537", "ORA-12547",
 })
 
+# The codes known to be transient. classify() does not consult this set (every code not in
+# PERMANENT is transient); it records which codes were considered, for the README table.
 TRANSIENT = CONNECTION_LOST | frozenset({
     "DPY-4005",  # timed out waiting for the pool
     "DPY-6005",  # cannot connect (listener down, refused, unreachable)
