@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.conftest import run
+from tests.conftest import free_port, run
 from tests.oracle_emulator.fixtures import *  # noqa: F401,F403  (fixtures)
 
 
@@ -51,11 +51,7 @@ def test_oracle_check_db_bad_password_fails_without_showing_it(target, tables, t
 
 
 def test_oracle_check_db_unreachable_database_fails_in_bounded_time(tmp_path):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nobody listens there
     p = check_db(tmp_path, ORACLE_DSN=f"127.0.0.1:{port}/FREEPDB1", ORACLE_USERNAME="u", ORACLE_PASSWORD="p",
                  ORACLE_POOL_WAIT_MS="2000", ORACLE_CONNECT_TIMEOUT_S="2")
     assert p.returncode == 6 and "DPY-6005" in p.stderr and "cannot reach the database" in p.stderr
