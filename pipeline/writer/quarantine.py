@@ -45,6 +45,15 @@ def _csv_lines(rows: list[list[str]]) -> bytes:
     return buf.getvalue().encode("utf-8", "replace")
 
 
+def _ends_mid_line(path: str, size: int) -> bool:
+    """True if the first ``size`` bytes of ``path`` do not end with a newline."""
+    if not size:
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) != b"\n"
+
+
 class Quarantine:
     """Appends quarantined rows under ``folder`` (BACKUP_FILE_PATH/quarantine), fsynced."""
 
@@ -60,14 +69,9 @@ class Quarantine:
             data = _csv_lines(rows)
             if new:
                 data = (HEADER + "\n").encode() + data
-            else:
-                # A writer killed mid-append may have left half a line: end it first.
-                size = os.fstat(fd).st_size
-                if size:
-                    with open(path, "rb") as fh:
-                        fh.seek(size - 1)
-                        if fh.read(1) != b"\n":
-                            data = b"\n" + data
+            elif _ends_mid_line(path, os.fstat(fd).st_size):
+                # A writer killed mid-append left half a line: end it first.
+                data = b"\n" + data
             os.write(fd, data)
             os.fsync(fd)
         finally:
