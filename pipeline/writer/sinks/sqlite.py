@@ -86,7 +86,7 @@ class SqliteSink:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SqliteSink":
-        return cls(settings.sqlite_path, getattr(settings, "sqlite_busy_timeout", 1.0))
+        return cls(settings.sqlite_path, settings.sqlite_busy_timeout)
 
     def _connect(self) -> sqlite3.Connection:
         if self._created:
