@@ -284,8 +284,13 @@ def check_field_text(what: str, text: str, limit: int = 16) -> bytes:
         raise ValueError(f"{what} must not be empty")
     if len(raw) > limit:
         raise ValueError(f"{what} {text!r} is {len(raw)} bytes long; at most {limit} fit in a record")
-    if b"\0" in raw or b"," in raw or b"\n" in raw:
-        raise ValueError(f"{what} {text!r} must not contain NUL, comma or newline")
+    # Printable ASCII without space, comma or quotes: codes travel through CSV backup and
+    # quarantine files and must come back byte for byte.
+    bad = sorted({chr(b) for b in raw if b <= 0x20 or b >= 0x7F or b in b",\"'"})
+    if bad:
+        raise ValueError(
+            f"{what} {text!r} must not contain spaces, control characters, commas or quotes (found {''.join(bad)!r})"
+        )
     return raw
 
 

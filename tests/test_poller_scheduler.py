@@ -222,3 +222,38 @@ def test_simulator_waves_stay_in_range_and_counters_count():
     assert set(v[:, 5].tolist()) == {7.0}
     assert set(q[:, :6].ravel().tolist()) == {G}
     assert 50 < (q[:, 6] == B).sum() < 150  # bad_rate 0.5 of 200 polls
+
+
+class FixedSource:
+    """A source that answers one fixed reading (values and qualities)."""
+
+    code = "NAN"
+    connected = True
+
+    def __init__(self, values: list[float], quality: list[int]) -> None:
+        self.values, self.quality = np.array(values), np.array(quality, dtype=np.uint8)
+
+    async def read(self, group_index: int) -> Reading:
+        return Reading(self.values.copy(), self.quality.copy())
+
+    async def close(self) -> None:
+        pass
+
+
+def test_nan_or_infinite_register_is_published_bad_with_null_value(ring_name):
+    from shm.layout import FLAG_NULL
+
+    producer = Producer.open(ring_name, 1_000)
+    consumer = Consumer.open(ring_name, wait=False)
+    try:
+        src = FixedSource([1.5, float("nan"), float("inf")], [G, G, G])
+        gp = GroupPoller(producer, src, plc_config("NAN", 1.0, 3), 0, 0)
+        asyncio.run(gp.step())
+        recs = consumer.read(10).records
+        assert recs["quality"].tolist() == [G, B, B]
+        assert [bool(f & FLAG_NULL) for f in recs["flags"]] == [False, True, True]
+        assert recs["value"][0] == 1.5
+        assert producer.get("poller.bad_values") == 2
+    finally:
+        consumer.close()
+        producer.close()

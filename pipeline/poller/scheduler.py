@@ -86,6 +86,11 @@ class GroupPoller:
             quality = np.full(self.n, QUALITY_BAD, dtype=np.uint8)
             error = str(e)
             answered = False
+        # A register holding NaN or infinity (float32) is not a measurement: no database
+        # column takes it, so it is published as BAD with a NULL value like a failed read.
+        nonfinite = ~np.isfinite(values) & (quality != QUALITY_BAD)
+        if nonfinite.any():
+            quality = np.where(nonfinite, QUALITY_BAD, quality).astype(np.uint8)
         now = self.clock()
         pub = self.deadband.select(values, quality, now)
         k = int(np.count_nonzero(pub))
