@@ -163,7 +163,12 @@ class Supervisor:
         """
         sentinels = [c.process.sentinel for c in self.children if c.alive]
         if sentinels:
-            wait_sentinels(sentinels, timeout=timeout_s)
+            ready = wait_sentinels(sentinels, timeout=timeout_s)
+            for c in self.children:
+                # The sentinel is ready as soon as the child has closed its files, a moment
+                # before it can be reaped: join (bounded) so its exit code is known now.
+                if c.alive and c.process.sentinel in ready:
+                    c.process.join(1.0)
         else:
             time.sleep(timeout_s)
         now = self.clock()
