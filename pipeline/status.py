@@ -20,17 +20,6 @@ from .common.errors import ConfigError
 from .common.settings import load_settings
 
 
-def thresholds_from(settings):
-    """Health thresholds from the settings (as the web process builds them)."""
-    from shm.stats import Thresholds
-
-    return Thresholds(
-        alert_pct=settings.buffer_alert_threshold,
-        max_lag_s=getattr(settings, "health_max_lag_s", Thresholds.max_lag_s),
-        heartbeat_s=getattr(settings, "health_heartbeat_s", Thresholds.heartbeat_s),
-    )
-
-
 def collect(ring: str, thresholds) -> dict:
     """One reading of the ring as a JSON-ready dict: figures plus health.
 
@@ -133,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tagpipe status: {e}", file=sys.stderr)
         return exitcodes.CONFIG
     ring = args.ring or settings.ring_name
-    thresholds = thresholds_from(settings)
+    from shm.stats import Thresholds
+
+    thresholds = Thresholds.from_settings(settings)
     try:
         while True:
             d = collect(ring, thresholds)

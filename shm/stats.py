@@ -14,7 +14,7 @@ figures say so with ``None`` rather than inventing a value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from . import layout as L
 from .ring import Snapshot, now_us
@@ -257,6 +257,16 @@ class Thresholds:
     lag_clear_ratio: float = 0.5  # leave "backlog old" below max_lag_s * this
     heartbeat_s: float = 10.0  # HEALTH_HEARTBEAT_S: older heartbeat = process dead
     loss_hold_s: float = 120.0  # "values lost" stays on this long after the last loss
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "Thresholds":
+        """The limits from loaded settings (any object with the settings' attributes, so
+        ``shm`` stays free of ``pipeline``): what the web process and ``status`` both use."""
+        return cls(
+            alert_pct=settings.buffer_alert_threshold,
+            max_lag_s=settings.health_max_lag_s,
+            heartbeat_s=settings.health_heartbeat_s,
+        )
 
 
 @dataclass(frozen=True)

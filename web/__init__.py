@@ -30,14 +30,6 @@ def _settings_from(test_config: Mapping[str, Any] | None) -> Any:
     return load_settings(env=env, env_file=None)
 
 
-def thresholds_from(settings: Any) -> stats.Thresholds:
-    return stats.Thresholds(
-        alert_pct=settings.buffer_alert_threshold,
-        max_lag_s=settings.health_max_lag_s,
-        heartbeat_s=settings.health_heartbeat_s,
-    )
-
-
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``test_config`` maps setting names (``RING_NAME``, ``WEB_LANG`` ...)
     to values, or ``SETTINGS`` to a loaded settings object; ``SAMPLE_INTERVAL_S`` (default
@@ -51,7 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(TAGPIPE_SETTINGS=settings)
     app.json.sort_keys = False
     app.json.compact = True
-    monitor = Monitor(settings.ring_name, thresholds_from(settings), settings.web_history_s)
+    monitor = Monitor(settings.ring_name, stats.Thresholds.from_settings(settings), settings.web_history_s)
     interval = float((test_config or {}).get("SAMPLE_INTERVAL_S", 1.0))
     sampler = Sampler(monitor, interval).start() if interval > 0 else None
     app.extensions[EXTENSION] = _Runtime(monitor, sampler, settings)
