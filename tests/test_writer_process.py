@@ -44,6 +44,8 @@ def test_writer_exactly_once_under_repeated_sigkill(ring_name, tmp_path):
             writer = start_writer(ring_name, tmp_path, BUFFER_BATCH_SIZE="300", BUFFER_WRITE_INTERVAL="0.05")
         published = producer_done(prod)
         assert published == total
+        # The last writer may find everything already written: count starts once it attached.
+        wait_until(lambda: ring_value(ring_name, "consumer.pid") == writer.pid, 30, "last writer attached", step=0.02)
         wait_until(lambda: db_counts(db_path(tmp_path))[0] >= total, 60, "all records in the table")
         rows, distinct = db_counts(db_path(tmp_path))
         assert (rows, distinct) == (total, total)
