@@ -20,7 +20,6 @@ import argparse
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,8 +69,9 @@ def replay_rate(n: int, folder: Path) -> float:
 
 
 def lag_recovery(rate: float, outage_s: float, folder: Path) -> dict:
-    from bench.bench_writer import _env  # the writer benchmark's child environment
-    from shm import Observer, delete_ring
+    # The writer benchmark's paced producer, ring wait and writer start.
+    from bench.bench_writer import start_paced_producer, start_writer, wait_for_ring
+    from shm import delete_ring
 
     ring = f"br{uuid.uuid4().hex[:10]}"
     work = folder / ring
@@ -79,23 +79,12 @@ def lag_recovery(rate: float, outage_s: float, folder: Path) -> dict:
     db = work / "w.db"
     warm, after = 5.0, 3.0
     count = int(rate * (outage_s + warm + 600))
-    prod = subprocess.Popen(
-        [sys.executable, "-m", "tests.writer_helpers.producer", ring, "--count", str(count), "--rate", str(rate), "--batch", str(max(1, int(rate / 10))), "--linger"],
-        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    prod = start_paced_producer(ring, rate, count)
     writer = None
     res: dict = {}
     try:
-        while True:
-            try:
-                obs = Observer(ring)
-                break
-            except Exception:
-                time.sleep(0.01)
-        writer = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.writer"], cwd=work, stderr=open(work / "writer.log", "w"),
-            env=_env(RING_NAME=ring, SQLITE_PATH=str(db), BACKUP_FILE_PATH=str(work / "backup")),
-        )
+        obs = wait_for_ring(ring)
+        writer = start_writer(ring, work, db, open(work / "writer.log", "w"))
         time.sleep(warm)
         lock = sqlite3.connect(str(db), isolation_level=None)
         lock.execute("BEGIN EXCLUSIVE")

@@ -168,30 +168,47 @@ def writer_rate(n: int, folder: Path, batch_max: int) -> tuple[float, float]:
         delete_ring(ring, force=True)
 
 
+def start_paced_producer(ring: str, rate: float, count: int) -> subprocess.Popen:
+    """A producer process publishing ``count`` records at ``rate``/s in 10 batches a second
+    (like a poller), lingering after so the ring stays."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.writer_helpers.producer", ring, "--count", str(count), "--rate", str(rate), "--batch", str(max(1, int(rate / 10))), "--linger"],
+        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_for_ring(ring: str):
+    """A read-only Observer of ``ring`` once its producer has created it."""
+    from shm import Observer
+
+    while True:
+        try:
+            return Observer(ring)
+        except Exception:
+            time.sleep(0.01)
+
+
+def start_writer(ring: str, work: Path, db: Path, stderr) -> subprocess.Popen:
+    """``python -m pipeline.writer`` on ``ring`` into SQLite ``db``, backups under ``work``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.writer"], cwd=work, stderr=stderr,
+        env=_env(RING_NAME=ring, SQLITE_PATH=str(db), BACKUP_FILE_PATH=str(work / "backup")),
+    )
+
+
 def latency(rate: float, seconds: float, folder: Path) -> tuple[float, float, float, int]:
     """(p50 s, p99 s, max s, records) of poll-to-commit latency at ``rate`` values/s."""
-    from shm import Observer, delete_ring
+    from shm import delete_ring
 
     ring = f"bl{uuid.uuid4().hex[:10]}"
     work = folder / ring
     work.mkdir()
     count = int(rate * seconds)
-    prod = subprocess.Popen(
-        [sys.executable, "-m", "tests.writer_helpers.producer", ring, "--count", str(count), "--rate", str(rate), "--batch", str(max(1, int(rate / 10))), "--linger"],
-        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    prod = start_paced_producer(ring, rate, count)
     writer = None
     try:
-        while True:
-            try:
-                obs = Observer(ring)
-                break
-            except Exception:
-                time.sleep(0.01)
-        writer = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.writer"], cwd=work, stderr=subprocess.DEVNULL,
-            env=_env(RING_NAME=ring, SQLITE_PATH=str(work / "w.db"), BACKUP_FILE_PATH=str(work / "backup")),
-        )
+        obs = wait_for_ring(ring)
+        writer = start_writer(ring, work, work / "w.db", subprocess.DEVNULL)
         seen: list[tuple[int, int]] = []  # (committed, time us)
         last = 0
         deadline = time.monotonic() + seconds + 30
