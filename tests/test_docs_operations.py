@@ -1,4 +1,4 @@
-"""README "operations" only names commands, options and files that exist."""
+"""docs/operations.md only names commands, options and files that exist."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pipeline.__main__ import COMMANDS
 
 
 def _section(name: str) -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     m = re.search(rf"<!-- section:{name} -->(.*?)<!-- /section:{name} -->", text, re.S)
-    assert m, f"README has no {name} section"
+    assert m, f"docs have no {name} section"
     return m.group(1)
 
 
