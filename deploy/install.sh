@@ -12,6 +12,7 @@
 # (RING_NAME=tagpipe-NAME, its own SQLite file, backup folder and web port), data in
 # DATA_DIR/NAME, backups in BACKUP_DIR/NAME; started as tagpipe@NAME.target. It refuses
 # (exit 2) settings that clash with another pipeline's file there (ring, port, paths).
+#
 # Steps (each also in README "operations"): system group and user, data and backup
 # folders, a virtual environment with tagpipe installed, the environment file (settings,
 # mode 0640 root:GROUP, because it holds the Oracle password), the rendered units in
