@@ -141,7 +141,9 @@ install -m 0644 "$SRC/README.md" "$APP_DIR/README.md"
 
 echo "4. settings in $SETTINGS_FILE (kept if it exists; mode 0640 root:$GROUP_NAME)"
 install -d -m 0755 "$ENV_DIR"
+CREATED=0
 if [ ! -e "$SETTINGS_FILE" ]; then
+  CREATED=1
   if [ -n "$INSTANCE" ]; then
     sed -e "s|^# *RING_NAME=.*|RING_NAME=tagpipe-$INSTANCE|" -e "s|^# *WEB_PORT=.*|WEB_PORT=$WEB_PORT|" \
         -e "s|^# *SQLITE_PATH=.*|SQLITE_PATH=$PIPE_DATA/tagpipe.db|" \
@@ -156,7 +158,10 @@ chmod 0640 "$SETTINGS_FILE"
 # Check the settings now, so a mistake shows here rather than as units exiting 2; and
 # against every other pipeline's file in the same folder: two pipelines on one ring,
 # port, database file or backup folder would fight (role taken, port in use) or mix data.
-"$PYTHON" - "$SETTINGS_FILE" <<'PY'
+# A file written by this run and refused is removed, so the next run (another
+# --web-port, say) writes it afresh; a file that was there already is the admin's.
+check=0
+"$PYTHON" - "$SETTINGS_FILE" <<'PY' || check=$?
 import sys
 from pathlib import Path
 from pipeline.common.errors import ConfigError
@@ -187,6 +192,10 @@ for other in sorted(mine.parent.glob("*.env")):
             print(f"install.sh: {mine}: {name}={s[name]!r} is also {other}'s: give each pipeline its own", file=sys.stderr)
             sys.exit(2)
 PY
+if [ "$check" != 0 ]; then
+  [ "$CREATED" = 1 ] && rm -f "$SETTINGS_FILE"
+  exit "$check"
+fi
 
 echo "5. unit files into $UNIT_DIR"
 render "$UNIT_DIR"

@@ -139,8 +139,8 @@ def test_instance_install_runs_every_step_and_refuses_a_clashing_second_pipeline
     r = _install("--instance", "line2", "--web-port", "8081", *common)
     assert r.returncode == 2 and "WEB_PORT=8081" in r.stderr and str(env) in r.stderr, r.stderr
     assert r.stderr.strip().count("\n") == 0 and not any(units.iterdir())
+    assert not (etc / "line2.env").exists()  # written by that run, so removed: the next run starts afresh
     # With its own port it installs, and the two files differ in everything they must.
-    (etc / "line2.env").unlink()
     r = _install("--instance", "line2", "--web-port", "8082", *common)
     assert r.returncode == 0, r.stdout + r.stderr
     text2 = (etc / "line2.env").read_text()
