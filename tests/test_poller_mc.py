@@ -376,3 +376,16 @@ def test_routing_defaults_and_the_shipped_example(tmp_path):
 
     example = load_plant(Path(__file__).parents[1] / "deploy" / "tags.melsec.example.toml")
     assert {p.protocol for p in example.plcs} == {"mc"} and example.tag_count > 10
+
+
+def test_end_code_on_a_random_read_falls_back_to_batch_reads_for_that_group(tmp_path):
+    with McTestServer(sizes={"D": 1000}) as srv:
+        for i in range(5):
+            srv.set_words("D", 100 * i, [i + 1])
+        tags = [(f"D{100 * i}", "uint16") for i in range(5)] + [("D5000", "uint16")]
+        reading, sent = _read(_toml(tmp_path, srv.port, _lines(tags)), polls=2)
+        served = dict(srv.requests)
+    for r in reading:
+        assert list(r.quality) == [QUALITY_GOOD] * 5 + [QUALITY_BAD] and list(r.values[:5]) == [1, 2, 3, 4, 5]
+        assert "0xC056" in r.error and "D5000+1" in r.error
+    assert served == {(0x0403, 0): 1, (0x0401, 0): 12} and sent == 13  # refused once, then 6 batch reads a poll

@@ -44,6 +44,7 @@ class McPlc:
         self._timer = M.monitoring_timer(plc.timeout_s)
         # Frames are fixed per group: built once, sent as is on every poll.
         self._frames = [[self._request(rd) for rd in plan.reads] for plan in self.plans]
+        self._random = [any(isinstance(rd, M.RandomRead) for rd in plan.reads) for plan in self.plans]
         self._clock = clock
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -53,12 +54,19 @@ class McPlc:
         self._last_error = ""
         self.requests = 0  # requests sent (for tests and the benchmark)
         self.connects = 0  # connections opened
+        self._served = 0
 
     def _request(self, rd: M.BatchRead | M.RandomRead) -> bytes:
         if isinstance(rd, M.BatchRead):
             return M.batch_read_request(self.mc, self._timer, rd.kind, rd.start, rd.count)
         return M.random_read_request(self.mc, self._timer, [(k.code, n) for k, n in rd.words_at],
                                      [(k.code, n) for k, n in rd.dwords_at])
+
+    def _batch_only(self, g: int) -> None:
+        tags = [t.spec for t in self.plc.groups[g].tags]
+        self.plans[g] = M.McReadPlan(tags, self.mc.series, self.plc.max_gap, random_read=False)  # type: ignore[misc]
+        self._frames[g] = [self._request(rd) for rd in self.plans[g].reads]
+        self._random[g] = False
 
     @property
     def connected(self) -> bool:
@@ -76,6 +84,7 @@ class McPlc:
             self._schedule_retry()
             raise SourceUnavailable(self._last_error) from None
         self.connects += 1
+        self._served = 0  # requests answered on this connection
         self._backoff = 0.0
 
     def _schedule_retry(self) -> None:
@@ -99,6 +108,7 @@ class McPlc:
         await self._writer.drain()
         head = await self._reader.readexactly(M.RESPONSE_HEAD)
         rest = await self._reader.readexactly(M.response_length(head))
+        self._served += 1
         return M.split_response(rest)
 
     async def read(self, group_index: int) -> Reading:
@@ -106,22 +116,23 @@ class McPlc:
         frames = self._frames[group_index]
         answers: list = []
         errors: list[str] = []
+        retry = False
         async with self._lock:
             if self._reader is not None and self._reader.at_eof():
                 self._close_writer()  # the PLC closed it since the last poll (some close after each request)
-            reused = self._writer is not None
-            if not reused:
+            if self._writer is None:
                 await self._connect()
-            for k, (rd, frame) in enumerate(zip(plan.reads, frames)):
+            for rd, frame in zip(plan.reads, frames):
                 self.requests += 1
                 what = rd.label(self.mc.series)
                 try:
                     try:
                         end, data = await asyncio.wait_for(self._exchange(frame), self.plc.timeout_s)
                     except (OSError, asyncio.IncompleteReadError):
-                        if not (reused and k == 0):
+                        if not self._served:
                             raise
-                        # A kept connection found closed by the PLC on first use: one fresh try.
+                        # A connection that has answered before was closed by the PLC (some
+                        # close after every request): one fresh connection, one more try.
                         self._close_writer()
                         await self._connect()
                         self.requests += 1
@@ -132,6 +143,13 @@ class McPlc:
                     raise self._drop(f"connection lost during {what}: {type(e).__name__}: {e}") from None
                 except ValueError as e:  # a frame that is not 3E binary: resynchronise by reconnecting
                     raise self._drop(f"bad response to {what}: {e}") from None
+                if end != 0 and isinstance(rd, M.RandomRead) and self._random[group_index]:
+                    # One device past the PLC's range spoils a whole random read: from now
+                    # on this group uses batch reads only, so the end code lands on that
+                    # device's tags alone. The group is read again at once, that way.
+                    self._batch_only(group_index)
+                    retry = True
+                    break
                 if end != 0:
                     # The PLC answered but refused this request: only its tags are BAD.
                     errors.append(f"{M.end_code_text(end)} for {what}")
@@ -146,6 +164,8 @@ class McPlc:
                 if len(ans) < expected:
                     raise self._drop(f"short answer to {what}: {len(data)} bytes")
                 answers.append(ans)
+        if retry:
+            return await self.read(group_index)
         ok = np.array([a is not None for a in answers], dtype=bool)
         values = plan.decode(answers)
         quality = np.where(ok[plan.tag_read], QUALITY_GOOD, QUALITY_BAD).astype(np.uint8)
