@@ -101,3 +101,30 @@ def test_end_codes_for_bad_devices_and_ranges(server):
         assert c.batchread_wordunits("D1998", 2) == [0, 0]  # the connection survives end codes
     finally:
         c.close()
+
+
+def test_the_try_it_server_runs_standalone_with_moving_values(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import child_env, free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.poller_helpers.mc_server", "--port", str(port),
+                             "--seconds", "20"], cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert f"127.0.0.1:{port}" in proc.stdout.readline()
+        c = pymcprotocol.Type3E(plctype="Q")
+        c.connect("127.0.0.1", port)
+        c._sock.settimeout(5)
+        try:
+            first = c.randomread([], ["D104"])[1][0]
+            time.sleep(1.3)
+            assert c.randomread([], ["D104"])[1][0] > first  # the seconds counter moves
+            assert c.batchread_bitunits("SM400", 1) == [1]
+        finally:
+            c.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

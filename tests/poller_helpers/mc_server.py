@@ -224,3 +224,48 @@ class _EndCode(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(f"end code 0x{code:04X}")
         self.code = code
+
+
+def _animate(server: McTestServer, t: float) -> None:
+    """Plausible moving values for the devices of deploy/tags.melsec.example.toml."""
+    import math
+
+    server.set_words("D", 100, [int(200 + 30 * math.sin(t / 10)) & 0xFFFF, int(150 + 20 * math.sin(t / 7)) & 0xFFFF])
+    server.set_words("D", 102, list(struct.unpack("<2H", struct.pack("<f", 4.2 + math.sin(t / 5)))))
+    server.set_words("D", 104, list(struct.unpack("<2H", struct.pack("<i", int(t)))))
+    server.set_words("D", 10, list(struct.unpack("<2H", struct.pack("<f", 60 + 5 * math.sin(t / 20)))))
+    server.set_words("TN", 5, [int(t * 10) % 600])
+    server.set_bits("M", 0, [int(t) % 10 < 5, int(t) % 10 >= 5])
+    server.set_bits("X", 0x1F, [int(t / 3) % 2])
+    server.set_bits("X", 0o17, [int(t / 4) % 2])
+    server.set_bits("SM", 400, [1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.poller_helpers.mc_server --port 5000``: serve on 127.0.0.1 with
+    moving values until Ctrl-C (or ``--seconds``), to try a MELSEC tag file by hand."""
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, default=5000)
+    ap.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
+    args = ap.parse_args(argv)
+    server = McTestServer(points=65536)
+    server.port = args.port
+    server.start()
+    print(f"MC test server (3E binary) on 127.0.0.1:{server.port}", flush=True)
+    t0 = time.monotonic()
+    try:
+        while not args.seconds or time.monotonic() - t0 < args.seconds:
+            _animate(server, time.monotonic() - t0)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
