@@ -114,13 +114,13 @@ def test_every_device_letter_and_notation(tmp_path, series):
         srv.set_bits("SM", 400, [1])
         tags = [("D7", "int16"), ("W1A", "int16"), ("R12", "int16"), ("ZR100", "int16"), ("SD210", "int16"),
                 ("TN5", "int16"), ("CN6", "int16"), ("D20.0", "bool"), ("D20.3", "bool"), ("D20.F", "bool"),
-                ("D20.1", "bool"), ("M8", "bool"), ("M9", "bool"), ("X1F", "bool"), ("X1E", "bool"),
+                ("D20.1", "bool"), ("D7", "bool"), ("M8", "bool"), ("M9", "bool"), ("X1F", "bool"), ("X1E", "bool"),
                 ("Y20", "bool"), ("BAB", "bool"), ("L3", "bool"), ("SM400", "bool")]
         reading, _ = _read(_toml(tmp_path, srv.port, _lines(tags), series))
         sub = 2 if series == "iQ-R" else 0
         assert srv.requests[(0x0401, sub + 1)] >= 1  # bits read in bit units
     assert list(reading.quality) == [QUALITY_GOOD] * len(tags)
-    assert list(reading.values) == [1007, 26, 12, 100, 2026, 55, 66, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 1]
+    assert list(reading.values) == [1007, 26, 12, 100, 2026, 55, 66, 1, 1, 1, 0, 1, 1, 0, 1, 0, 1, 1, 1, 1]
 
 
 def test_iqf_x_and_y_are_octal(tmp_path):
