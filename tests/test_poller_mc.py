@@ -105,7 +105,7 @@ def test_every_device_letter_and_notation(tmp_path, series):
         srv.set_words("SD", 210, [2026])
         srv.set_words("TN", 5, [55])
         srv.set_words("CN", 6, [66])
-        srv.set_words("D", 20, [0b1000_0000_0000_1001])
+        srv.set_words("D", 20, [0b1000_0000_0000_1001, 0, 0x8000])  # D22: a whole word as bool
         srv.set_bits("M", 8, [1])
         srv.set_bits("X", 0x1F, [1])
         srv.set_bits("Y", 0x20, [1])
@@ -114,7 +114,7 @@ def test_every_device_letter_and_notation(tmp_path, series):
         srv.set_bits("SM", 400, [1])
         tags = [("D7", "int16"), ("W1A", "int16"), ("R12", "int16"), ("ZR100", "int16"), ("SD210", "int16"),
                 ("TN5", "int16"), ("CN6", "int16"), ("D20.0", "bool"), ("D20.3", "bool"), ("D20.F", "bool"),
-                ("D20.1", "bool"), ("D7", "bool"), ("M8", "bool"), ("M9", "bool"), ("X1F", "bool"), ("X1E", "bool"),
+                ("D20.1", "bool"), ("D22", "bool"), ("M8", "bool"), ("M9", "bool"), ("X1F", "bool"), ("X1E", "bool"),
                 ("Y20", "bool"), ("BAB", "bool"), ("L3", "bool"), ("SM400", "bool")]
         reading, _ = _read(_toml(tmp_path, srv.port, _lines(tags), series))
         sub = 2 if series == "iQ-R" else 0
