@@ -40,7 +40,7 @@ backoff_max_s = 1.0
 
 def test_misbehaving_mc_plcs_do_not_delay_a_healthy_one(tmp_path, ring_name):
     healthy = McTestServer().start()
-    slow = McTestServer(delay_s=1.5).start()  # answers, but each request takes 1.5 s
+    slow = McTestServer(delay_s=1.8).start()  # answers within its 2 s timeout, each request 1.8 s
     flaky = McTestServer().start()
     closer = McTestServer(close_after_each=True).start()
     ranged = McTestServer(sizes={"D": 100}).start()
@@ -87,7 +87,7 @@ def test_misbehaving_mc_plcs_do_not_delay_a_healthy_one(tmp_path, ring_name):
     h = reader.of("HEALTHY", "D0")
     assert set(h["quality"]) == {QUALITY_GOOD} and set(h["value"]) == {10}
     gaps = np.diff(h["ts_us"]) / 1e6
-    assert gaps.max() < DEAD_TIMEOUT * 0.5, f"healthy PLC delayed: largest gap {gaps.max():.2f} s"
+    assert gaps.max() < 1.2, f"healthy PLC delayed: largest gap {gaps.max():.2f} s"
     assert len(h) >= 10
 
     # The slow PLC answers within its timeout: GOOD, just fewer polls.
