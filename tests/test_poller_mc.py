@@ -389,3 +389,20 @@ def test_end_code_on_a_random_read_falls_back_to_batch_reads_for_that_group(tmp_
         assert list(r.quality) == [QUALITY_GOOD] * 5 + [QUALITY_BAD] and list(r.values[:5]) == [1, 2, 3, 4, 5]
         assert "0xC056" in r.error and "D5000+1" in r.error
     assert served == {(0x0403, 0): 1, (0x0401, 0): 12} and sent == 13  # refused once, then 6 batch reads a poll
+
+
+def test_q_and_iqr_ranges_fixed_devices_exactly_parameter_sized_by_the_frame(tmp_path):
+    path = tmp_path / "tags.toml"
+
+    def tag(dev: str) -> str:
+        return f'{{ address = "{dev}", type = "{"bool" if dev[:2] in ("X1", "X2", "X3", "SM") else "int16"}" }}'
+
+    for series, ok, bad in (("Q", ["X1FFF", "SD2047", "D16777215"], ["X2000", "SD2048", "D16777216"]),
+                            ("iQ-R", ["X2FFF", "SM4095", "D4294967295"], ["X3000", "SM4096", "D4294967296"])):
+        for dev in ok:
+            path.write_text(_plc(tag(dev), series))
+            load_plant(path)
+        for dev in bad:
+            path.write_text(_plc(tag(dev), series))
+            with pytest.raises(TagsFileError, match="past the last"):
+                load_plant(path)

@@ -73,15 +73,19 @@ DEVICES: dict[str, DeviceKind] = {d.name: d for d in (
     DeviceKind("SM", 0x91, True, 10),
 )}
 
-# Largest device number each series can address (inclusive). A PLC's parameters usually
-# allot less; a tag past its allotment is answered with end code 0xC056 at run time.
-# Sources: the CPU user's manuals' device lists (Q: QnUDV with extended data/link
-# registers; iQ-R: R120 device/label memory maxima; iQ-F: FX5U fixed ranges).
+# Largest device number tagpipe accepts per series (inclusive), checked when the tag file
+# is loaded. Fixed ranges are exact: X/Y, SM/SD and R of every series, every iQ-F device
+# (as on the FX5U). Devices whose size the PLC's parameters set (D, W, M, B, L, ZR, TN, CN
+# on Q/L and iQ-R) are bounded only by what the frame's device number field carries
+# (3 bytes on Q/L, 4 on iQ-R): the PLC itself refuses a device past its actual allotment
+# with end code 0xC056 at run time, and a bound tighter than some CPU allows would refuse
+# a valid tag file.
+_Q_FIELD, _IQR_FIELD = 0xFFFFFF, 0xFFFFFFFF
 DEVICE_MAX: dict[str, dict[str, int]] = {
-    "Q": {"D": 4_184_063, "W": 0x3FD7FF, "R": 32_767, "ZR": 4_184_063, "SD": 2047, "TN": 25_471, "CN": 25_471,
-          "M": 61_439, "X": 0x1FFF, "Y": 0x1FFF, "B": 0xEFFF, "L": 32_767, "SM": 2047},
-    "iQ-R": {"D": 5_075_967, "W": 0x4D73FF, "R": 32_767, "ZR": 4_849_663, "SD": 4095, "TN": 1_040_383,
-             "CN": 1_040_383, "M": 161_882_111, "X": 0x2FFF, "Y": 0x2FFF, "B": 0x9A61FFF, "L": 32_767, "SM": 4095},
+    "Q": {**{d: _Q_FIELD for d in ("D", "W", "ZR", "TN", "CN", "M", "B", "L")},
+          "R": 32_767, "SD": 2047, "SM": 2047, "X": 0x1FFF, "Y": 0x1FFF},
+    "iQ-R": {**{d: _IQR_FIELD for d in ("D", "W", "ZR", "TN", "CN", "M", "B", "L")},
+             "R": 32_767, "SD": 4095, "SM": 4095, "X": 0x2FFF, "Y": 0x2FFF},
     "iQ-F": {"D": 7999, "W": 0x7FFF, "R": 32_767, "SD": 11_999, "TN": 1023, "CN": 1023,
              "M": 32_767, "X": 0o1777, "Y": 0o1777, "B": 0x7FFF, "L": 32_767, "SM": 9999},
 }
