@@ -337,7 +337,7 @@ BAD = [
     (_plc('{ address = "D1A", type = "int16" }'), f"{T}.address", "decimal"),
     (_plc('{ address = "D8000", type = "int16" }', "iQ-F"), f"{T}.address", "past the last D"),
     (_plc('{ address = "D7999", type = "float32" }', "iQ-F"), f"{T}.address", "runs past"),
-    (_plc('{ address = "ZR1", type = "int16" }', "iQ-F"), f"{T}.address", "not a device of an iQ-F"),
+    (_plc('{ address = "ZR1", type = "int16" }', "iQ-F"), f"{T}.address", "not a device of the iQ-F series"),
     (_plc('{ address = "M5", type = "int16" }'), f"{T}.type", "bit device"),
     (_plc('{ address = "M5.1", type = "bool" }'), f"{T}.address", "bit device"),
     (_plc('{ address = "D5.3", type = "int16" }'), f"{T}.type", "bit of a word"),

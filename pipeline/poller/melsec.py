@@ -138,20 +138,21 @@ def parse_device(text: str, series: str) -> Device:
     name, digits, bit = m.group(1), m.group(2), m.group(3)
     kind = DEVICES[name]
     if name not in DEVICE_MAX[series]:
-        raise ValueError(f"{name} is not a device of an {series} PLC")
+        raise ValueError(f"{name} is not a device of the {series} series")
     base = 8 if (series == "iQ-F" and name in ("X", "Y")) else kind.base
     try:
         number = int(digits, base)
     except ValueError:
         notation = {8: "octal", 10: "decimal", 16: "hexadecimal"}[base]
-        raise ValueError(f"{digits!r} is not a {notation} number ({name} numbers are {notation}"
+        article = "an" if notation == "octal" else "a"
+        raise ValueError(f"{digits!r} is not {article} {notation} number ({name} numbers are {notation}"
                          f"{' on iQ-F' if base == 8 else ''})") from None
     if bit is not None and kind.bit:
         raise ValueError(f"{name} is a bit device: '.{bit}' (a bit of a word) only applies to word devices")
     limit = DEVICE_MAX[series][name]
     if number > limit:
         shown = {8: oct, 10: str, 16: lambda v: f"{v:X}"}[base](limit).replace("0o", "")
-        raise ValueError(f"is past the last {name} device of an {series} PLC ({name}{shown})")
+        raise ValueError(f"is past the last {name} device of the {series} series ({name}{shown})")
     return Device(kind, number, None if bit is None else int(bit, 16))
 
 
@@ -234,8 +235,8 @@ def load_tag_spec(loader: Any, t: dict, where: str, type_: str, mc: McSettings, 
         loader.fail(f"{where}.type", type_, "a bit of a word reads one bit: the type must be bool")
     spec = McTagSpec(dev, type_, scale, offset)
     if dev.number + spec.width - 1 > DEVICE_MAX[mc.series][dev.kind.name]:
-        loader.fail(f"{where}.{key}", text, f"a {type_} there runs past the last {dev.kind.name} device of an"
-                                            f" {mc.series} PLC")
+        loader.fail(f"{where}.{key}", text, f"a {type_} there runs past the last {dev.kind.name} device of the"
+                                            f" {mc.series} series")
     return spec
 
 
