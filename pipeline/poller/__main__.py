@@ -107,6 +107,10 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
 
             quiet_pymodbus()
             sources.append(ModbusPlc(plc))
+        elif plc.protocol == "mc":
+            from .sources.mc import McPlc
+
+            sources.append(McPlc(plc))
         else:
             sources.append(SimulatedPlc(plc))
     log.info("polling %d PLCs, %d tags from %s%s", len(plant.plcs), plant.tag_count, plant.path,

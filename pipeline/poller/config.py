@@ -17,9 +17,11 @@ from typing import Any
 from pipeline.common.errors import PipelineError
 from shm.layout import MAX_PLCS, check_field_text
 
+from . import melsec
 from . import registers as R
 
 PROTOCOLS = ("modbus", "simulator")
+PROTOCOLS += (melsec.PROTOCOL,)  # MELSEC MC protocol (issue 13): validation lives in melsec.py
 WAVES = ("sine", "ramp", "counter", "square", "walk", "constant")
 DEFAULT_MAX_SILENCE_S = 60.0
 MIN_INTERVAL_S = 0.01  # below this the scheduler's own jitter dominates
@@ -53,7 +55,7 @@ class SimSpec:
 class TagConfig:
     address: str  # what the record carries as tag_address (ASCII, <= 16 bytes)
     type: str
-    spec: R.TagSpec | None  # where and how to read it (Modbus); None for simulated tags
+    spec: R.TagSpec | melsec.McTagSpec | None  # where and how to read it (Modbus, MC); None for simulated tags
     deadband: float | None = None  # absolute, engineering units; None: every poll is published
     max_silence_s: float = DEFAULT_MAX_SILENCE_S
     unit: str = ""
@@ -80,6 +82,7 @@ class PlcConfig:
     backoff_max_s: float = 30.0
     max_gap: int = 0
     description: str = ""
+    mc: melsec.McSettings | None = None  # set for protocol = "mc" (series, routing)
 
     @property
     def tag_count(self) -> int:
@@ -189,7 +192,8 @@ class _Loader:
 
     def plc(self, t: dict, where: str) -> PlcConfig:
         self.keys(t, where, ("code", "protocol", "host", "port", "unit_id", "timeout_s", "backoff_max_s",
-                             "word_order", "d_base", "max_gap", "max_silence_s", "description", "groups"))
+                             "word_order", "d_base", "max_gap", "max_silence_s", "description", "groups")
+                  + melsec.PLC_KEYS)
         code = self.text(t, "code", where)
         try:
             check_field_text("plc code", code)
@@ -197,17 +201,19 @@ class _Loader:
             self.fail(f"{where}.code", code, str(e))
         protocol = self.text(t, "protocol", where, "modbus", PROTOCOLS)
         host = ""
-        if protocol == "modbus":
+        if protocol in ("modbus", melsec.PROTOCOL):
             host = self.text(t, "host", where)
             if not host.strip() or any(c.isspace() for c in host):
                 self.fail(f"{where}.host", host, "must be a host name or IP address")
         elif "host" in t:
-            self.fail(f"{where}.host", t["host"], "only a modbus PLC has a host")
+            self.fail(f"{where}.host", t["host"], "only a modbus or mc PLC has a host")
+        mc = melsec.load_plc_settings(self, t, where, protocol)
         ctx = {
             "word_order": self.text(t, "word_order", where, "big", R.WORD_ORDERS),
             "d_base": self.number(t, "d_base", where, 0, 0, R.MAX_ADDRESS, integer=True),
             "max_silence_s": self.number(t, "max_silence_s", where, DEFAULT_MAX_SILENCE_S, 0, 86_400, lo_open=True),
             "protocol": protocol,
+            "mc": mc,
         }
         groups: list[GroupConfig] = []
         seen: dict[str, str] = {}
@@ -224,12 +230,14 @@ class _Loader:
             protocol=protocol,
             groups=tuple(groups),
             host=host,
-            port=self.number(t, "port", where, 502, 1, 65535, integer=True),
+            # An MC port is whatever the PLC's Ethernet settings open: no default to guess.
+            port=self.number(t, "port", where, 502, 1, 65535, integer=True, required=mc is not None),
             unit_id=self.number(t, "unit_id", where, 1, 0, 255, integer=True),
             timeout_s=self.number(t, "timeout_s", where, 1.0, 0, 60, lo_open=True),
             backoff_max_s=self.number(t, "backoff_max_s", where, 30.0, 0.1, 3600),
             max_gap=self.number(t, "max_gap", where, 0, 0, 124, integer=True),
             description=self.text(t, "description", where, ""),
+            mc=mc,
         )
 
     def group(self, t: dict, where: str, index: int, ctx: dict) -> GroupConfig:
@@ -240,13 +248,15 @@ class _Loader:
 
     def tag(self, t: dict, where: str, ctx: dict) -> TagConfig:
         self.keys(t, where, ("address", "register", "type", "word_order", "bit", "scale", "offset", "deadband",
-                             "max_silence_s", "unit", "description", "sim"))
+                             "max_silence_s", "unit", "description", "sim")
+                  + (("device",) if ctx["protocol"] == melsec.PROTOCOL else ()))
         address = self.text(t, "address", where)
         try:
             check_field_text("tag address", address)
         except ValueError as e:
             self.fail(f"{where}.address", address, str(e))
-        type_ = self.text(t, "type", where, "float32" if ctx["protocol"] == "simulator" else None, R.DATA_TYPES)
+        types = melsec.DATA_TYPES if ctx["protocol"] == melsec.PROTOCOL else R.DATA_TYPES
+        type_ = self.text(t, "type", where, "float32" if ctx["protocol"] == "simulator" else None, types)
         word_order = self.text(t, "word_order", where, ctx["word_order"], R.WORD_ORDERS)
         scale = self.number(t, "scale", where, 1.0)
         if scale == 0:
@@ -258,7 +268,9 @@ class _Loader:
         if bit is not None and type_ != "bool":
             self.fail(f"{where}.bit", bit, f"only a bool tag reads a single bit (type is {type_})")
         spec = sim = None
-        if ctx["protocol"] == "modbus":
+        if ctx["protocol"] == melsec.PROTOCOL:
+            spec = melsec.load_tag_spec(self, t, where, type_, ctx["mc"], scale, offset)
+        elif ctx["protocol"] == "modbus":
             if "sim" in t:
                 self.fail(f"{where}.sim", t["sim"], "only a simulator PLC animates tags")
             key = "register" if "register" in t else "address"

@@ -34,6 +34,7 @@ from .sources.base import Source, SourceUnavailable
 log = logging.getLogger("tagpipe.poller")
 
 SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3}
+SOURCE_KIND["mc"] = 4  # MELSEC MC protocol (issue 13)
 HEARTBEAT_S = 0.25
 
 
