@@ -337,5 +337,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate is not None:
         # Load mode always has a duration in the poller; "until stopped" is its longest.
         poller_argv = ("--rate", repr(args.rate), "--duration", repr(args.duration or LOAD_MAX_S))
-    specs = default_specs(settings.shutdown_timeout, poller_argv, poller_finishes=args.duration is not None)
+    specs = default_specs(settings.shutdown_timeout_s, poller_argv, poller_finishes=args.duration is not None)
     return supervise(specs, log, f"status page on {status_url(settings.web_host, settings.web_port)}")

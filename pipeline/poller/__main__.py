@@ -115,7 +115,7 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
     async def run() -> bool:
         poller = Poller(producer, plant, sources, signals)
         sdnotify.ready(f"polling {len(plant.plcs)} PLCs, {plant.tag_count} tags")
-        await poller.run(settings.shutdown_timeout)
+        await poller.run(settings.shutdown_timeout_s)
         return poller.ring_lost
 
     if asyncio.run(run()):

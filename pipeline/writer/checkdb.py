@@ -65,34 +65,34 @@ def check_oracle(settings: Any, out=print) -> None:
     from .oracle_errors import classify
     from .sinks.oracle import OracleConfig, OracleSink
 
-    cfg = dataclasses.replace(OracleConfig.from_settings(settings), pool_min=1, pool_max=1)
+    cfg = dataclasses.replace(OracleConfig.from_settings(settings), oracle_pool_min=1, oracle_pool_max=1)
     sink = OracleSink(cfg)
-    out(f"check-db: Oracle, {sink.describe()}, cursor table {cfg.cursor_table}")
+    out(f"check-db: Oracle, {sink.describe()}, cursor table {cfg.oracle_cursor_table}")
     try:
         sink.open()
         with sink.connection() as conn:
             out(f"connected: Oracle Database {conn.version} (python-oracledb {oracledb.__version__}, Thin mode)")
             cur = conn.cursor()
             cols = [c for _, c in sink.targets]
-            step = f"table {cfg.table}"
+            step = f"table {cfg.oracle_table}"
             try:
-                cur.execute(f"SELECT {', '.join(cols)} FROM {cfg.table} WHERE 1 = 0")
-                out(f"table {cfg.table}: columns {', '.join(cols)} present")
-                step = f"cursor table {cfg.cursor_table}"
-                cur.execute(f"SELECT RING_EPOCH, NEXT_SEQ, UPDATED_AT FROM {cfg.cursor_table} WHERE 1 = 0")
-                out(f"cursor table {cfg.cursor_table}: present")
-                step = f"locking a row of {cfg.cursor_table}"
+                cur.execute(f"SELECT {', '.join(cols)} FROM {cfg.oracle_table} WHERE 1 = 0")
+                out(f"table {cfg.oracle_table}: columns {', '.join(cols)} present")
+                step = f"cursor table {cfg.oracle_cursor_table}"
+                cur.execute(f"SELECT RING_EPOCH, NEXT_SEQ, UPDATED_AT FROM {cfg.oracle_cursor_table} WHERE 1 = 0")
+                out(f"cursor table {cfg.oracle_cursor_table}: present")
+                step = f"locking a row of {cfg.oracle_cursor_table}"
                 cur.execute(sink.read_cursor_sql, [0])
                 cur.fetchall()
-                step = f"inserting into {cfg.table}"
+                step = f"inserting into {cfg.oracle_table}"
                 rows, _, _ = sink.bind_rows(0, _probe_record(), np.arange(1))
                 cur.setinputsizes(*sink._input_sizes())
                 _insert_allowing_duplicate(cur, sink.insert_sql, rows[0])
-                step = f"inserting into {cfg.cursor_table}"
+                step = f"inserting into {cfg.oracle_cursor_table}"
                 cur.setinputsizes(None, None, oracledb.DB_TYPE_TIMESTAMP)
                 _insert_allowing_duplicate(cur, sink.insert_cursor_sql, [0, 0, None])
-                step = f"updating {cfg.cursor_table}"
-                cur.execute(f"UPDATE {cfg.cursor_table} SET NEXT_SEQ = NEXT_SEQ WHERE RING_EPOCH = :1", [0])
+                step = f"updating {cfg.oracle_cursor_table}"
+                cur.execute(f"UPDATE {cfg.oracle_cursor_table} SET NEXT_SEQ = NEXT_SEQ WHERE RING_EPOCH = :1", [0])
             except oracledb.Error as exc:
                 raise _failed("", classify(exc, step, cfg.secrets)) from None
             finally:
@@ -100,7 +100,7 @@ def check_oracle(settings: Any, out=print) -> None:
                     conn.rollback()  # the check leaves nothing behind
                 except oracledb.Error:
                     pass
-            out(f"writable: insert into {cfg.table} and {cfg.cursor_table}, cursor lock and update (rolled back)")
+            out(f"writable: insert into {cfg.oracle_table} and {cfg.oracle_cursor_table}, cursor lock and update (rolled back)")
     except SinkError as exc:
         raise _failed("", exc) from None  # the message says who, where and why
     finally:
