@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import sqlite3
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from pipeline.common import exitcodes
 from pipeline.common.process import settings_or_exit
 from shm.layout import QUALITY_GOOD, RECORD_DTYPE
+from shm.ring import now_us
 
 from .sinks.base import SinkError
 
@@ -47,7 +47,7 @@ class CheckFailed(Exception):
 
 def _probe_record() -> np.ndarray:
     rec = np.zeros(1, dtype=RECORD_DTYPE)
-    rec["ts_us"] = int(time.time() * 1e6)
+    rec["ts_us"] = now_us()
     rec["plc_code"], rec["tag_address"], rec["quality"] = b"TAGPIPE-CHECK", b"CHECK", QUALITY_GOOD
     return rec
 
@@ -148,9 +148,9 @@ def check_sqlite(settings: Any, out=print) -> None:
         conn.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline check-db", description=__doc__.split("\n\n")[0])
-    ap.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``python -m pipeline check-db`` (no options; parsed by ``pipeline.cli``). Returns the
+    exit code: 0, 6 (a check failed) or 2 (a bad setting)."""
     settings = settings_or_exit("check-db")
     try:
         if settings.oracle_configured:
@@ -164,5 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     return exitcodes.OK
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the older spelling python -m pipeline.writer.checkdb
+    from pipeline.cli import main
+
+    sys.exit(main(["check-db", *sys.argv[1:]]))
