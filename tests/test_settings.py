@@ -151,6 +151,7 @@ def test_every_setting_is_declared_once_with_a_doc():
     assert not set(aliases) & set(names) and len(aliases) == len(set(aliases))
     table = S.settings_table_markdown()
     assert all(f"`{n}`" in table for n in names + aliases)
+    assert set(S.settings_names()) == set(names + aliases)  # what web.create_app accepts as test settings
 
 
 def test_loader_returns_the_typed_class_with_typed_fields():
