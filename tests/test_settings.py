@@ -184,6 +184,9 @@ def test_built_settings_are_validated_too():
     ("SHUTDOWN_TIMEOUT", "SHUTDOWN_TIMEOUT_S", "shutdown_timeout_s"),
     ("BUFFER_WRITE_INTERVAL", "BUFFER_WRITE_INTERVAL_S", "buffer_write_interval_s"),
     ("ORACLE_RETRY_MAX", "DB_RETRY_MAX", "db_retry_max"),
+    ("DB_PROBE_MIN_INTERVAL", "DB_PROBE_MIN_INTERVAL_S", "db_probe_min_interval_s"),
+    ("DB_PROBE_MAX_INTERVAL", "DB_PROBE_MAX_INTERVAL_S", "db_probe_max_interval_s"),
+    ("SQLITE_BUSY_TIMEOUT", "SQLITE_BUSY_TIMEOUT_S", "sqlite_busy_timeout_s"),
 ])
 def test_old_names_are_read_as_aliases(old, new, attr, tmp_path):
     assert getattr(load({old: "7"}), attr) == 7

@@ -173,9 +173,9 @@ class Settings:
     backup_min_free_mb: int = _setting(512, "Free space (MB) under BACKUP_FILE_PATH below which the writer warns (disk state low).", 0, 10_000_000)
     backup_retention_days: float = _setting(7.0, "Days replayed backup files are kept in BACKUP_FILE_PATH/replayed/ before removal.", 0.0, 3650.0)
     backup_file_max_rows: int = _setting(100_000, "Rows after which the writer starts a new backup file while spilling.", 100, 10_000_000)
-    db_probe_min_interval: float = _setting(1.0, "Seconds before the first database probe once the circuit opens (then doubling, with jitter).", 0.05, 3600.0)
-    db_probe_max_interval: float = _setting(10.0, "Longest wait (s) between database probes while the database is down.", 0.05, 3600.0)
-    sqlite_busy_timeout: float = _setting(1.0, "Seconds a SQLite write waits for a lock held by another connection before the attempt fails.", 0.0, 60.0)
+    db_probe_min_interval_s: float = _setting(1.0, "Seconds before the first database probe once the circuit opens (then doubling, with jitter).", 0.05, 3600.0, aliases=("DB_PROBE_MIN_INTERVAL",))
+    db_probe_max_interval_s: float = _setting(10.0, "Longest wait (s) between database probes while the database is down.", 0.05, 3600.0, aliases=("DB_PROBE_MAX_INTERVAL",))
+    sqlite_busy_timeout_s: float = _setting(1.0, "Seconds a SQLite write waits for a lock held by another connection before the attempt fails.", 0.0, 60.0, aliases=("SQLITE_BUSY_TIMEOUT",))
     # --- oracle ---
     oracle_host: str = _setting("", "Oracle host; setting it (or ORACLE_DSN) selects the Oracle sink.")
     oracle_port: int = _setting(1521, "Oracle listener port.", 1, 65535)
@@ -354,8 +354,8 @@ def _one_value(s: Setting, given: list[tuple[str, str]]) -> Any:
 def _cross_check(v: Settings) -> None:
     if v.oracle_pool_min > v.oracle_pool_max:
         raise ConfigError("ORACLE_POOL_MIN", str(v.oracle_pool_min), f"must not exceed ORACLE_POOL_MAX ({v.oracle_pool_max})")
-    if v.db_probe_min_interval > v.db_probe_max_interval:
-        raise ConfigError("DB_PROBE_MIN_INTERVAL", str(v.db_probe_min_interval), f"must not exceed DB_PROBE_MAX_INTERVAL ({v.db_probe_max_interval})")
+    if v.db_probe_min_interval_s > v.db_probe_max_interval_s:
+        raise ConfigError("DB_PROBE_MIN_INTERVAL_S", str(v.db_probe_min_interval_s), f"must not exceed DB_PROBE_MAX_INTERVAL_S ({v.db_probe_max_interval_s})")
     if v.buffer_batch_size > v.buffer_batch_max:
         raise ConfigError("BUFFER_BATCH_SIZE", str(v.buffer_batch_size), f"must not exceed BUFFER_BATCH_MAX ({v.buffer_batch_max})")
     if v.oracle_host and not v.oracle_dsn and not v.oracle_service_name:

@@ -70,7 +70,7 @@ class Writer:
         self.quarantine = Quarantine(os.path.join(folder, "quarantine"))
         self.disk = D.DiskWatch(folder, settings.backup_min_free_mb, clock=clock)
         self.metrics = WriterMetrics(consumer)
-        self.circuit = Circuit(sink, self.metrics, settings.db_probe_min_interval, settings.db_probe_max_interval, folder)
+        self.circuit = Circuit(sink, self.metrics, settings.db_probe_min_interval_s, settings.db_probe_max_interval_s, folder)
         self.consumer = consumer
         self.batching = self._policy(consumer)
         self.replay = Replay(self.spool, sink, self.quarantine, self.metrics, self.batching.batch_max, self._on_rejected_for)
