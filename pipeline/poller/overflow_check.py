@@ -11,7 +11,6 @@ deleted afterwards, whatever happens. Exit 0 when the figures match, 6 when not.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
