@@ -23,6 +23,7 @@ HEADER = """\
 # tagpipe settings: copy to .env (make run) or to the systemd EnvironmentFile
 # (/etc/tagpipe/tagpipe.env, see README "operations") and uncomment what you change.
 # The environment wins over this file. Every line below shows the default.
+# A setting with an older name answers to both; giving both with different values is an error.
 # Generated from pipeline/common/settings.py by deploy/settings_docs.py: do not edit by hand.
 """
 
@@ -43,6 +44,8 @@ def env_example() -> str:
             extra.append("one of " + ", ".join(s.choices))
         if s.secret:
             extra.append("secret: never logged or shown")
+        if s.aliases:
+            extra.append("also read as " + ", ".join(s.aliases) + ", its older name")
         if any(extra):
             out.append("# (" + "; ".join(e for e in extra if e) + ")")
         default = "" if s.default in ("", None) else s.default

@@ -8,7 +8,7 @@ import sys
 
 from conftest import REPO
 
-from pipeline.__main__ import COMMANDS
+from pipeline.cli import COMMANDS
 
 
 def _section(name: str) -> str:
@@ -28,9 +28,11 @@ def test_readme_operations_commands_and_options_exist():
     ops = _section("operations")
     for cmd in set(re.findall(r"python -m pipeline ([a-z][a-z-]+)", ops)):
         assert cmd in COMMANDS, cmd
-    status_help = _help(["-m", "pipeline", "status"])
-    for opt in set(re.findall(r"python -m pipeline status (--[a-z-]+)", ops)):
-        assert opt in status_help, opt
+    # Every option written after a command (up to the end of the code span) is in its --help.
+    for cmd, rest in set(re.findall(r"python -m pipeline ([a-z][a-z-]+)([^`\n]*)", ops)):
+        cmd_help = _help(["-m", "pipeline", cmd])
+        for opt in re.findall(r"(--[a-z-]+)", rest):
+            assert opt in cmd_help, (cmd, opt)
     run_help = _help(["-m", "pipeline", "run"])
     for opt in set(re.findall(r'RUN_ARGS="(--[a-z]+)', ops)) | {"--duration"}:
         assert opt in run_help, opt

@@ -22,35 +22,25 @@ from pipeline.common import exitcodes, sdnotify
 from pipeline.common.process import StopSignals, start_process
 from shm import CapacityError, LayoutMismatch, Producer, RoleTaken
 
-from .config import DEMO_PLANT, PlantConfig, TagsFileError, load_plant
+from .config import PlantConfig, TagsFileError, load_tags
+from .load_options import DEFAULT_DURATION_S, add_load_options, load_options_problem
 
 RATE_TOLERANCE = 0.95  # load mode: below this share of the asked rate the check fails
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m pipeline.poller", description=__doc__.split("\n")[0])
-    ap.add_argument("--rate", type=float, help="load mode: values per second (0: as fast as possible)")
-    ap.add_argument("--duration", type=float, help="load mode: seconds to run (default 60)")
+    add_load_options(ap, f"load mode: seconds to run (default {DEFAULT_DURATION_S:g})")
     ap.add_argument("--check", action="store_true", help="validate the tag definitions and exit")
     ns = ap.parse_args(argv)
-    if ns.rate is None:
-        if ns.duration is not None:
-            ap.error("--duration goes with --rate (load mode)")
-        return ns
-    if ns.check:
+    problem = load_options_problem(ns.rate, ns.duration)
+    if problem:
+        ap.error(problem)
+    if ns.rate is not None and ns.check:
         ap.error("--check validates TAGS_FILE; load mode (--rate) does not read it")
-    if ns.duration is None:
-        ns.duration = 60.0
-    if not 0 <= ns.rate <= 1e9:
-        ap.error(f"--rate {ns.rate:g}: must be between 0 and 1e9")
-    if not 0 < ns.duration <= 7 * 86_400:
-        ap.error(f"--duration {ns.duration:g}: must be more than 0 and at most a week")
+    if ns.rate is not None and ns.duration is None:
+        ns.duration = DEFAULT_DURATION_S
     return ns
-
-
-def load_tags(settings) -> PlantConfig:
-    """The plant to poll: TAGS_FILE, or the shipped demo plant (simulated). Raises TagsFileError."""
-    return load_plant(settings.tags_file or DEMO_PLANT)
 
 
 def open_ring(settings, log: logging.Logger) -> Producer:
@@ -119,7 +109,7 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
     async def run() -> bool:
         poller = Poller(producer, plant, sources, signals)
         sdnotify.ready(f"polling {len(plant.plcs)} PLCs, {plant.tag_count} tags")
-        await poller.run(settings.shutdown_timeout)
+        await poller.run(settings.shutdown_timeout_s)
         return poller.ring_lost
 
     if asyncio.run(run()):
@@ -129,11 +119,13 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
 
 
 def _run_load(producer, args, signals: StopSignals, log: logging.Logger) -> int:
+    from shm.ring import now_us
+
     from .loadgen import LoadGenerator
-    from .scheduler import SOURCE_KIND, wall_us
+    from .scheduler import SOURCE_KIND
 
     producer.set("poller.source_kind", SOURCE_KIND["load"])
-    producer.set("poller.started_us", wall_us())
+    producer.set("poller.started_us", now_us())
     producer.set("poller.plc_count", 0)
     gen = LoadGenerator(producer, args.rate, args.duration, signals)
     sdnotify.ready(f"load mode: {args.rate:g} values/s for {args.duration:g} s")

@@ -312,3 +312,8 @@ class _Loader:
             step=self.number(t, "step", where, 1.0),
             bad_rate=self.number(t, "bad_rate", where, 0.0, 0, 1),
         )
+
+
+def load_tags(settings) -> PlantConfig:
+    """The plant to poll: TAGS_FILE, or the shipped demo plant (simulated). Raises TagsFileError."""
+    return load_plant(settings.tags_file or DEMO_PLANT)
