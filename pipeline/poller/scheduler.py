@@ -33,7 +33,7 @@ from .sources.base import Source, SourceUnavailable
 
 log = logging.getLogger("tagpipe.poller")
 
-SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3}
+SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3, "opcua": 5}  # 4: left for MELSEC (issue 13)
 HEARTBEAT_S = 0.25
 
 
