@@ -13,6 +13,7 @@ read_secret``).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,9 +85,17 @@ def plc_options(loader: Any, t: dict, where: str) -> OpcUaOptions:
     key = loader.text(t, "private_key", where, "")
     trusted = loader.text(t, "trusted_certs", where, "")
     if policy != "None":
+        base = Path(loader.path).parent
         for name, value in (("certificate", cert), ("private_key", key), ("trusted_certs", trusted)):
             if not value.strip():
                 loader.fail(f"{where}.{name}", t.get(name), f"is required with security_policy = {policy!r}")
+            # Relative paths are relative to the tag file, so a file and its certificates move together.
+            full = value if Path(value).is_absolute() else str(base / value)
+            if name == "trusted_certs" and not Path(full).is_dir():
+                loader.fail(f"{where}.{name}", value, "must be a folder of trusted server (or CA) certificates")
+            if name != "trusted_certs" and not Path(full).is_file():
+                loader.fail(f"{where}.{name}", value, "no such file")
+        cert, key, trusted = (v if Path(v).is_absolute() else str(base / v) for v in (cert, key, trusted))
     else:
         for name in ("security_mode", "certificate", "private_key", "trusted_certs"):
             if name in t:
