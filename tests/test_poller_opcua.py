@@ -310,3 +310,25 @@ def test_scheduler_bad_once_per_episode_and_slow_server_does_not_delay_another(t
         assert "ns=2;s=Nope: BadNodeIdUnknown" in text
     finally:
         hole.close()
+
+
+def test_a_server_that_hangs_mid_session_costs_one_timeout_then_recovers(tmp_path, server):
+    cfg = plant(tmp_path, server.endpoint, [tag("D100", server.node("Int16"))], timeout=0.5)
+
+    async def go():
+        src = OpcUaPlc(cfg.plcs[0])
+        try:
+            await src.read(0)
+            server.hang(2.0)  # the server's event loop blocks: requests are accepted, never answered
+            t0 = time.monotonic()
+            with pytest.raises(SourceUnavailable, match="no answer within 0.5 s"):
+                await src.read(0)
+            took = time.monotonic() - t0
+            await asyncio.sleep(2.5)
+            return took, await src.read(0), src.sessions
+        finally:
+            await src.close()
+
+    took, reading, sessions = run(go())
+    assert took < 1.2, f"a hung server held the read {took:.2f} s"
+    assert reading.values.tolist() == [-12345.0] and sessions == 2

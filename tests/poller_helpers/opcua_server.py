@@ -5,6 +5,7 @@
   ``ns=2;s=Many.<i>`` for group-size tests;
 * ``set_value(name, value, status)`` changes a value (and its status code) while it runs;
 * security: the policies offered, a server certificate, and user/password login;
+* ``hang(s)`` blocks the server for s seconds (accepts, never answers);
 * ``stop()`` closes the listener and every session; ``start()`` serves again on the same
   port (a server restart);
 * ``reads`` counts Read service calls received (split at MaxNodesPerRead is checked with it).
@@ -20,6 +21,7 @@ import datetime
 import ipaddress
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +207,10 @@ class OpcUaTestServer:
 
         srv.iserver.attribute_service.read = counting_read
         self._server = srv
+
+    def hang(self, seconds: float) -> None:
+        """Block the server's event loop for ``seconds`` (a hung server: nothing is answered)."""
+        self._loop.call_soon_threadsafe(time.sleep, seconds)
 
     # --- contents ---
     def node(self, name: str) -> str:
