@@ -332,3 +332,17 @@ def test_a_server_that_hangs_mid_session_costs_one_timeout_then_recovers(tmp_pat
     took, reading, sessions = run(go())
     assert took < 1.2, f"a hung server held the read {took:.2f} s"
     assert reading.values.tolist() == [-12345.0] and sessions == 2
+
+
+def test_a_server_that_does_not_trust_our_certificate_refuses_the_connection(tmp_path, certs):
+    srv = OpcUaTestServer(policies=(ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,), certs=certs,
+                          client_trust=certs.untrusted).start()  # trusts only someone else
+    try:
+        extra = (f'security_policy = "Basic256Sha256"\ncertificate = "{certs.client_cert}"\n'
+                 f'private_key = "{certs.client_key}"\ntrusted_certs = "{certs.trusted}"')
+        cfg = plant(tmp_path, srv.endpoint, [tag("D100", srv.node("Int16"))], extra)
+        with pytest.raises(SourceUnavailable) as ei:
+            run(read_once(cfg.plcs[0]))
+        assert "BadCertificateUntrusted" in str(ei.value)
+    finally:
+        srv.close()

@@ -131,13 +131,14 @@ class _Users:
 class OpcUaTestServer:
     def __init__(self, many: int = 0, policies: tuple = (ua.SecurityPolicyType.NoSecurity,),
                  certs: Certs | None = None, users: dict[str, str] | None = None, anonymous: bool = True,
-                 max_nodes_per_read: int | None = None) -> None:
+                 max_nodes_per_read: int | None = None, client_trust: Path | None = None) -> None:
         self.many = many
         self.policies = list(policies)
         self.certs = certs
         self.users = users or {}
         self.anonymous = anonymous
         self.max_nodes_per_read = max_nodes_per_read
+        self.client_trust = client_trust  # folder of client certificates the server trusts (None: any)
         self.port = free_port()
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/tagpipe"
         self.ns = 2
@@ -181,6 +182,14 @@ class OpcUaTestServer:
         if self.certs is not None:
             await srv.load_certificate(str(self.certs.server_cert))
             await srv.load_private_key(str(self.certs.server_key))
+        if self.client_trust is not None:
+            from asyncua.crypto.truststore import TrustStore
+            from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+            store = TrustStore([self.client_trust], [])
+            await store.load()
+            srv.set_certificate_validator(CertificateValidator(
+                CertificateValidatorOptions.TRUSTED | CertificateValidatorOptions.PEER_CLIENT, store))
         self.ns = await srv.register_namespace(NS_URI)
         objects = srv.nodes.objects
         for name, (vt, value) in {**TYPED, **REFUSED}.items():
