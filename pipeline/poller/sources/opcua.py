@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 from asyncua import Client, ua
+from asyncua.client.ua_client import UaClientState
 from asyncua.crypto import security_policies as sp
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
@@ -138,6 +139,7 @@ class OpcUaPlc:
         self._next_attempt = 0.0
         self._last_error = ""
         self._closing: set[asyncio.Task] = set()
+        self._connecting: Client | None = None  # the client of a connect in progress
         # Per session: tags refused by the node check (group -> {tag index: reason}).
         self.refused: list[dict[int, str]] = [{} for _ in plc.groups]
         self.max_nodes_per_read = 0  # the server's limit (0: none announced)
@@ -169,6 +171,7 @@ class OpcUaPlc:
         timeout = self.plc.timeout_s
         # The supervisor's health probe (a read of ServerState) at most once a second.
         client = Client(o.endpoint, timeout=timeout, watchdog_intervall=max(1.0, timeout), auto_reconnect=False)
+        self._connecting = client
         client.name = client.description = f"tagpipe poller ({self.code})"
         if o.username:
             client.set_user(o.username)
@@ -192,7 +195,7 @@ class OpcUaPlc:
     async def _connection(self) -> Client:
         async with self._lock:
             if self._client is not None:
-                if self._client.uaclient.state.value == "connected":
+                if self._client.uaclient.state is UaClientState.CONNECTED:
                     return self._client
                 self._drop("session lost (server stopped or connection closed)")
             now = self._clock()
@@ -203,9 +206,13 @@ class OpcUaPlc:
                 client = await asyncio.wait_for(asyncio.shield(task), 2 * self.plc.timeout_s + 1.0)
             except Exception as e:
                 task.cancel()
+                half, self._connecting = self._connecting, None
+                if half is not None:  # a connect cut short may hold a socket (or a session): close it
+                    self._close_later(half)
                 self._last_error = f"connect to {self.opts.endpoint} failed: {self._explain(e)}"
                 self._schedule_retry()
                 raise SourceUnavailable(self._last_error) from None
+            self._connecting = None
             try:
                 await self._session_setup(client)
             except Exception as e:
@@ -272,12 +279,15 @@ class OpcUaPlc:
         self._last_error = self._mask(reason)
         client, self._client = self._client, None
         if client is not None:
-            # Closing politely costs round trips a dead server never answers: do it in
-            # the background, bounded, so the poll that noticed the loss ends now.
-            t = asyncio.ensure_future(self._close_client(client))
-            self._closing.add(t)
-            t.add_done_callback(self._closing.discard)
+            self._close_later(client)
         self._schedule_retry()
+
+    def _close_later(self, client: Client) -> None:
+        # Closing politely costs round trips a dead server never answers: do it in the
+        # background, bounded by timeout_s, so the poll that noticed the loss ends now.
+        t = asyncio.ensure_future(self._close_client(client))
+        self._closing.add(t)
+        t.add_done_callback(self._closing.discard)
 
     async def _close_client(self, client: Client) -> None:
         try:
