@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -49,9 +50,9 @@ def _serve(port_file: str) -> int:
     async def main() -> None:
         srv = Server()
         await srv.init()
-        from tests.conftest import free_port
-
-        port = free_port()
+        with socket.socket() as probe:  # a free port on loopback for the endpoint URL
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         srv.set_endpoint(f"opc.tcp://127.0.0.1:{port}/bench")
         ns = await srv.register_namespace("urn:tagpipe:bench")
         ids = []
