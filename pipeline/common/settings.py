@@ -351,6 +351,21 @@ def _one_value(s: Setting, given: list[tuple[str, str]]) -> Any:
     return value
 
 
+def read_secret(name: str, env: Mapping[str, str] | None = None, env_file: str | None = ".env") -> str | None:
+    """A secret named elsewhere (e.g. a tag file's ``password_env``): the process environment
+    first, then ``env_file`` (the same .env the settings come from). None when neither has it.
+
+    The value is returned only to its user; callers never log or show it.
+    Raises ConfigError for a malformed .env file (like ``load_settings``).
+    """
+    env = os.environ if env is None else env
+    if name in env:
+        return env[name]
+    if env_file and os.path.isfile(env_file):
+        return parse_dotenv(env_file).get(name)
+    return None
+
+
 def _cross_check(v: Settings) -> None:
     if v.oracle_pool_min > v.oracle_pool_max:
         raise ConfigError("ORACLE_POOL_MIN", str(v.oracle_pool_min), f"must not exceed ORACLE_POOL_MAX ({v.oracle_pool_max})")

@@ -74,19 +74,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{plant.path}: {len(plant.plcs)} PLCs, {plant.tag_count} tags: OK")
             return exitcodes.OK
+    secrets: dict[str, str | None] = {}
+    if plant is not None and "opcua" in plant.protocols:
+        rc = _opcua_preflight(plant, secrets, log)
+        if rc:
+            return rc
     signals = StopSignals().install()
     producer = open_ring(settings, log)
     try:
         if plant is None:
             return _run_load(producer, args, signals, log)
-        return _run_poll(producer, plant, settings, signals, log)
+        return _run_poll(producer, plant, settings, signals, log, secrets)
     finally:
         sdnotify.stopping()
         producer.close()
         log.info("poller stopped (published up to seq %d)", producer.published)
 
 
-def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log: logging.Logger) -> int:
+def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log: logging.Logger,
+              secrets: dict[str, str | None]) -> int:
     from .scheduler import Poller
     from .sources.simulator import SimulatedPlc
 
@@ -101,6 +107,10 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
             from .sources.mc import McPlc
 
             sources.append(McPlc(plc))
+        elif plc.protocol == "opcua":
+            from .sources.opcua import OpcUaPlc
+
+            sources.append(OpcUaPlc(plc, secrets.get(plc.code)))
         else:
             sources.append(SimulatedPlc(plc))
     log.info("polling %d PLCs, %d tags from %s%s", len(plant.plcs), plant.tag_count, plant.path,
@@ -116,6 +126,50 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
         return exitcodes.ERROR  # the ring vanished: a restart recreates it
     log.info("stop requested (%s): last polls published", signals.signal_name or "stop")
     return exitcodes.OK
+
+
+# --- OPC UA (issue 14) ---
+def _opcua_preflight(plant: PlantConfig, secrets: dict[str, str | None], log: logging.Logger) -> int:
+    """Before the ring is opened: every OPC UA password (named by password_env) must be set,
+    and every node of a server that answers must exist and be a scalar number or Boolean.
+
+    Fills ``secrets`` (PLC code -> password). Returns 0, or exit code 2 after one line on
+    stderr naming the variable or the node (a password is never shown). A server that
+    does not answer now is not an error here: the poller retries it like any PLC.
+    """
+    from .sources.opcua import OpcUaPlc, password_for, quiet_asyncua
+
+    quiet_asyncua()
+    plcs = [(i, plc) for i, plc in enumerate(plant.plcs) if plc.protocol == "opcua"]
+    for i, plc in plcs:
+        try:
+            secrets[plc.code] = password_for(plc)
+        except KeyError as e:
+            print(f"tagpipe poller: bad setting {e.args[0]}: is not set in the environment or .env"
+                  f" (password_env of plcs[{i}] {plc.code!r} in {plant.path})", file=sys.stderr)
+            return exitcodes.CONFIG
+
+    async def check() -> list:
+        srcs = [OpcUaPlc(plc, secrets[plc.code]) for _, plc in plcs]
+        try:
+            return await asyncio.gather(*(s.check_nodes() for s in srcs), return_exceptions=True)
+        finally:
+            await asyncio.gather(*(s.close() for s in srcs), return_exceptions=True)
+
+    problems = []
+    for (i, plc), res in zip(plcs, asyncio.run(check())):
+        if isinstance(res, BaseException):
+            log.info("OPC UA server of %s not checked at start (%s): its nodes are checked when it answers",
+                     plc.code, res)
+            continue
+        problems += [(f"plcs[{i}].groups[{g}].tags[{t}].node", node, reason) for g, t, node, reason in res]
+    if problems:
+        key, node, reason = problems[0]
+        more = f" (and {len(problems) - 1} more nodes)" if len(problems) > 1 else ""
+        print(f"tagpipe poller: bad TAGS_FILE {plant.path}: {key} = {node!r}: {reason}{more}", file=sys.stderr)
+        return exitcodes.CONFIG
+    return 0
+# --- end OPC UA ---
 
 
 def _run_load(producer, args, signals: StopSignals, log: logging.Logger) -> int:

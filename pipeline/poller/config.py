@@ -17,11 +17,10 @@ from typing import Any
 from pipeline.common.errors import PipelineError
 from shm.layout import MAX_PLCS, check_field_text
 
-from . import melsec
+from . import melsec, opcua_config
 from . import registers as R
 
-PROTOCOLS = ("modbus", "simulator")
-PROTOCOLS += (melsec.PROTOCOL,)  # MELSEC MC protocol (issue 13): validation lives in melsec.py
+PROTOCOLS = ("modbus", "simulator", melsec.PROTOCOL, "opcua")  # mc: validation in melsec.py; opcua: in opcua_config.py
 WAVES = ("sine", "ramp", "counter", "square", "walk", "constant")
 DEFAULT_MAX_SILENCE_S = 60.0
 MIN_INTERVAL_S = 0.01  # below this the scheduler's own jitter dominates
@@ -61,6 +60,7 @@ class TagConfig:
     unit: str = ""
     description: str = ""
     sim: SimSpec | None = None
+    opcua: opcua_config.OpcUaTag | None = None  # node id, scale, offset (OPC UA tags only)
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ class PlcConfig:
     max_gap: int = 0
     description: str = ""
     mc: melsec.McSettings | None = None  # set for protocol = "mc" (series, routing)
+    opcua: opcua_config.OpcUaOptions | None = None  # endpoint and security (OPC UA PLCs only)
 
     @property
     def tag_count(self) -> int:
@@ -192,8 +193,8 @@ class _Loader:
 
     def plc(self, t: dict, where: str) -> PlcConfig:
         self.keys(t, where, ("code", "protocol", "host", "port", "unit_id", "timeout_s", "backoff_max_s",
-                             "word_order", "d_base", "max_gap", "max_silence_s", "description", "groups")
-                  + melsec.PLC_KEYS)
+                             "word_order", "d_base", "max_gap", "max_silence_s", "description", "groups",
+                             *melsec.PLC_KEYS, *opcua_config.PLC_KEYS, "password"))
         code = self.text(t, "code", where)
         try:
             check_field_text("plc code", code)
@@ -208,6 +209,15 @@ class _Loader:
         elif "host" in t:
             self.fail(f"{where}.host", t["host"], "only a modbus or mc PLC has a host")
         mc = melsec.load_plc_settings(self, t, where, protocol)
+        # --- OPC UA (issue 14): endpoint and security, validated in opcua_config ---
+        opcua = None
+        if protocol == "opcua":
+            opcua = opcua_config.plc_options(self, t, where)
+        else:
+            opcua_config.refuse_plc_keys(self, t, where, protocol)
+            if "password" in t:
+                self.fail(f"{where}.password", "********", "unknown key (passwords are never read from the tag file)")
+        # --- end OPC UA ---
         ctx = {
             "word_order": self.text(t, "word_order", where, "big", R.WORD_ORDERS),
             "d_base": self.number(t, "d_base", where, 0, 0, R.MAX_ADDRESS, integer=True),
@@ -238,6 +248,7 @@ class _Loader:
             max_gap=self.number(t, "max_gap", where, 0, 0, 124, integer=True),
             description=self.text(t, "description", where, ""),
             mc=mc,
+            opcua=opcua,
         )
 
     def group(self, t: dict, where: str, index: int, ctx: dict) -> GroupConfig:
@@ -248,8 +259,11 @@ class _Loader:
 
     def tag(self, t: dict, where: str, ctx: dict) -> TagConfig:
         self.keys(t, where, ("address", "register", "type", "word_order", "bit", "scale", "offset", "deadband",
-                             "max_silence_s", "unit", "description", "sim")
+                             "max_silence_s", "unit", "description", "sim", *opcua_config.TAG_KEYS)
                   + (("device",) if ctx["protocol"] == melsec.PROTOCOL else ()))
+        if ctx["protocol"] == "opcua":
+            return self.opcua_tag(t, where, ctx)
+        opcua_config.refuse_tag_keys(self, t, where, ctx["protocol"])
         address = self.text(t, "address", where)
         try:
             check_field_text("tag address", address)
@@ -293,6 +307,27 @@ class _Loader:
             sim = self.sim(t.get("sim", {}), f"{where}.sim", type_)
         return TagConfig(address, type_, spec, deadband, silence, self.text(t, "unit", where, ""),
                          self.text(t, "description", where, ""), sim)
+
+    # --- OPC UA (issue 14) ---
+    def opcua_tag(self, t: dict, where: str, ctx: dict) -> TagConfig:
+        """An OPC UA tag: ``node`` is read; ``address`` (default: the node id) is what records carry."""
+        key = "address" if "address" in t else "node"
+        address = self.text(t, key, where)
+        try:
+            check_field_text("tag address", address)
+        except ValueError as e:
+            reason = str(e) + ("; give the plant's name in address = \"...\" and the node id in node = \"...\""
+                               if key == "node" else "")
+            self.fail(f"{where}.{key}", address, reason)
+        scale = self.number(t, "scale", where, 1.0)
+        if scale == 0:
+            self.fail(f"{where}.scale", t["scale"], "must not be 0 (every value would read 0)")
+        offset = self.number(t, "offset", where, 0.0)
+        node = opcua_config.tag_options(self, t, where, scale, offset)
+        return TagConfig(address, opcua_config.TAG_TYPE, None, self.number(t, "deadband", where, None, 0),
+                         self.number(t, "max_silence_s", where, ctx["max_silence_s"], 0, 86_400, lo_open=True),
+                         self.text(t, "unit", where, ""), self.text(t, "description", where, ""), None, node)
+    # --- end OPC UA ---
 
     def sim(self, t: Any, where: str, type_: str) -> SimSpec:
         if not isinstance(t, dict):

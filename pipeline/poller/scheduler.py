@@ -34,8 +34,7 @@ from .sources.base import Source, SourceUnavailable
 
 log = logging.getLogger("tagpipe.poller")
 
-SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3}
-SOURCE_KIND["mc"] = 4  # MELSEC MC protocol (issue 13)
+SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3, "mc": 4, "opcua": 5}
 HEARTBEAT_S = 0.25
 
 
