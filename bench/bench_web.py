@@ -1,4 +1,5 @@
 """Web endpoint latency (p50/p99) at 200 requests/s while the pipeline carries a load.
+    from shm import layout as L
 
     make bench BENCH_ARGS=web
     .venv/bin/python -m bench web [--seconds 5] [--rps 200] [--load 10000] [--direct]
@@ -77,10 +78,10 @@ def direct_producer(ring: str, rate: float, seconds: float) -> None:
     """Minimal load: ``rate`` values/s in 10 ms batches (0: batches of 1,000 flat out)."""
     import numpy as np
 
+    from pipeline.common.telemetry import open_consumer, open_producer, SCHEMA, WriterMetrics
     from shm import Producer
-    from shm import layout as L
 
-    p = Producer.open(ring, 100_000, 80.0)
+    p = open_producer(ring, 100_000, 80.0)
     batch = np.zeros(1000 if rate <= 0 else max(1, int(rate / 100)), dtype=L.RECORD_DTYPE)
     batch["plc_code"], batch["tag_address"], batch["quality"] = b"KRCWO12ELOA101", b"D100", 1
     start = time.monotonic()
@@ -102,7 +103,7 @@ def direct_producer(ring: str, rate: float, seconds: float) -> None:
 def direct_consumer(ring: str, seconds: float) -> None:
     from shm import Consumer
 
-    c = Consumer.open(ring, wait=True, stop=lambda: False)
+    c = open_consumer(ring, wait=True, stop=lambda: False)
     c.set("writer.db_state", 1)
     end = time.monotonic() + seconds
     try:
@@ -113,7 +114,7 @@ def direct_consumer(ring: str, seconds: float) -> None:
             s = time.perf_counter_ns()
             b = c.read(5000)
             c.commit(b)
-            c.record_write(True, len(b.records), (time.perf_counter_ns() - s) // 1000)
+            WriterMetrics(c).record_write(True, len(b.records), (time.perf_counter_ns() - s) // 1000)
             c.set("writer.last_commit_us", time.time_ns() // 1000)
     finally:
         c.close()
@@ -182,7 +183,7 @@ def scenario(name: str, rate: float, args, direct: bool | None = None) -> list[t
                 except OSError:
                     time.sleep(0.1)
             time.sleep(3)  # let the load settle
-            obs = Observer(ring)
+            obs = Observer(ring, telemetry=SCHEMA)
             s0 = obs.snapshot().fields
             t0 = time.monotonic()
             out = subprocess.run([sys.executable, *me, "--role", "client", "--url", f"http://127.0.0.1:{port}",

@@ -1,5 +1,6 @@
 """Writer benchmark: ring -> SQLite throughput against the plain executemany ceiling, the
 batch bound, the cost of durable commits, and poll-to-commit latency at 10,000 values/s.
+    from shm import layout as L
 
     python -m bench writer [--rows N] [--seconds S] [--rate R]
 
@@ -45,7 +46,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _records(n: int, start_ts: int) -> np.ndarray:
-    from shm import layout as L
+    from pipeline.common.telemetry import open_producer, SCHEMA
 
     recs = np.zeros(n, dtype=L.RECORD_DTYPE)
     recs["ts_us"] = start_ts + np.arange(n) * 100
@@ -136,15 +137,15 @@ def _cpu_s(pid: int) -> float:
 def writer_rate(n: int, folder: Path, batch_max: int) -> tuple[float, float]:
     """(rows/s wall clock, rows per CPU second of the writer process) of a real writer
     process draining n pre-published records."""
-    from shm import Observer, Producer, delete_ring
+    from shm import Observer, delete_ring
 
     ring = f"bw{uuid.uuid4().hex[:10]}"
     work = folder / ring
     work.mkdir()
-    prod = Producer.open(ring, max(n, 1000))
+    prod = open_producer(ring, max(n, 1000))
     try:
         prod.publish(_records(n, time.time_ns() // 1000))
-        obs = Observer(ring)
+        obs = Observer(ring, telemetry=SCHEMA)
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.writer"], cwd=work, stderr=subprocess.DEVNULL,
             env=_env(RING_NAME=ring, SQLITE_PATH=str(work / "w.db"), BACKUP_FILE_PATH=str(work / "backup"), BUFFER_BATCH_MAX=str(batch_max)),
@@ -183,7 +184,7 @@ def wait_for_ring(ring: str):
 
     while True:
         try:
-            return Observer(ring)
+            return Observer(ring, telemetry=SCHEMA)
         except Exception:
             time.sleep(0.01)
 

@@ -32,19 +32,19 @@ def test_status_says_the_ring_is_missing(tmp_path, ring_name):
 @pytest.fixture
 def busy_ring(ring_name):
     """A ring with 300 records published, 200 committed in one write of 1.5 ms."""
-    from shm import Consumer, Producer
+    from pipeline.common.telemetry import open_consumer, open_producer, WriterMetrics
 
-    prod = Producer.open(ring_name, 1000, 80.0)
+    prod = open_producer(ring_name, 1000, 80.0)
     now = int(time.time() * 1e6)
     for i in range(300):
         prod.put(now - 1_000_000 + i, float(i), b"KRCWO12ELOA101", f"D{i % 10}".encode(), 1)
     prod.flush()
     prod.heartbeat()
-    cons = Consumer.open(ring_name, wait=False)
+    cons = open_consumer(ring_name, wait=False)
     batch = cons.read(200)
     assert len(batch) == 200
     cons.commit(batch)
-    cons.record_write(True, 200, 1500)
+    WriterMetrics(cons).record_write(True, 200, 1500)
     cons.heartbeat()
     yield prod, cons
     cons.close()

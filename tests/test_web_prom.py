@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shm import layout as L
+from pipeline.common.telemetry import DB_STATE_CODES, plc_slot
 from test_web_api import PLC, Rig, app_for  # noqa: F401  (fixture)
 
 
@@ -27,7 +27,7 @@ def one(m, name, **labels):
 def test_metrics_carry_the_ring_and_writer_counters(ring_name, app_for):  # noqa: F811
     rig = Rig(ring_name)
     try:
-        slot = rig.p.plc_slot(0)
+        slot = plc_slot(rig.p, 0)
         slot.set_code(PLC)
         slot.set("connected", 1)
         slot.set("polls", 42)
@@ -63,7 +63,7 @@ def test_metrics_carry_the_ring_and_writer_counters(ring_name, app_for):  # noqa
         # ring overflowed in this minute: unhealthy, and the failing check is labelled
         assert one(m, "tagpipe_health_status") == 2
         assert one(m, "tagpipe_health_check", check="values_lost", severity="unhealthy") == 1
-        rig.c.set("writer.db_state", L.DB_STATE_CODES["down"])
+        rig.c.set("writer.db_state", DB_STATE_CODES["down"])
         m = scrape(app_for(ring_name))
         assert one(m, "tagpipe_database_up") == 0
         assert one(m, "tagpipe_database_state", state="down") == 1

@@ -1,4 +1,5 @@
 """Test helper: publish records into a ring with ``shm.Producer`` (stands in for the poller).
+from shm import layout as L
 
     python -m tests.writer_helpers.producer RING --capacity N --count N --rate R [--batch B] [--bad-every K]
 
@@ -18,8 +19,8 @@ import time
 
 import numpy as np
 
+from pipeline.common.telemetry import open_producer
 from shm import Producer
-from shm import layout as L
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    prod = Producer.open(a.ring, a.capacity)
+    prod = open_producer(a.ring, a.capacity)
     t0 = time.monotonic()
     sent = 0
     try:
