@@ -32,9 +32,9 @@ def _ring() -> str:
 
 
 def bench_load(seconds: float) -> dict:
-    from pipeline.poller.loadgen import LoadGenerator
     from pipeline.common.telemetry import open_producer
-    from shm import Producer, delete_ring
+    from pipeline.poller.loadgen import LoadGenerator
+    from shm import delete_ring
 
     out = {}
     for label, rate in (("max", 0.0), ("paced_1M", 1_000_000.0)):
@@ -94,8 +94,9 @@ def _tags_toml(port: int, scattered: bool) -> str:
 def bench_modbus(polls: int) -> dict:
     from pipeline.poller.config import load_plant
     from pipeline.poller.scheduler import GroupPoller
+    from pipeline.common.telemetry import open_producer
     from pipeline.poller.sources.modbus import ModbusPlc, quiet_pymodbus
-    from shm import Producer, delete_ring
+    from shm import delete_ring
 
     quiet_pymodbus()
     out = {}

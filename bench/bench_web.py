@@ -1,5 +1,4 @@
 """Web endpoint latency (p50/p99) at 200 requests/s while the pipeline carries a load.
-    from shm import layout as L
 
     make bench BENCH_ARGS=web
     .venv/bin/python -m bench web [--seconds 5] [--rps 200] [--load 10000] [--direct]
@@ -78,8 +77,8 @@ def direct_producer(ring: str, rate: float, seconds: float) -> None:
     """Minimal load: ``rate`` values/s in 10 ms batches (0: batches of 1,000 flat out)."""
     import numpy as np
 
-    from pipeline.common.telemetry import open_consumer, open_producer, SCHEMA, WriterMetrics
-    from shm import Producer
+    from pipeline.common.telemetry import open_producer
+    from shm import layout as L
 
     p = open_producer(ring, 100_000, 80.0)
     batch = np.zeros(1000 if rate <= 0 else max(1, int(rate / 100)), dtype=L.RECORD_DTYPE)
@@ -101,10 +100,11 @@ def direct_producer(ring: str, rate: float, seconds: float) -> None:
 
 
 def direct_consumer(ring: str, seconds: float) -> None:
-    from shm import Consumer
+    from pipeline.common.telemetry import WriterMetrics, open_consumer
 
     c = open_consumer(ring, wait=True, stop=lambda: False)
     c.set("writer.db_state", 1)
+    metrics = WriterMetrics(c)
     end = time.monotonic() + seconds
     try:
         while time.monotonic() < end:
@@ -114,7 +114,7 @@ def direct_consumer(ring: str, seconds: float) -> None:
             s = time.perf_counter_ns()
             b = c.read(5000)
             c.commit(b)
-            WriterMetrics(c).record_write(True, len(b.records), (time.perf_counter_ns() - s) // 1000)
+            metrics.record_write(True, len(b.records), (time.perf_counter_ns() - s) // 1000)
             c.set("writer.last_commit_us", time.time_ns() // 1000)
     finally:
         c.close()
@@ -156,6 +156,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def scenario(name: str, rate: float, args, direct: bool | None = None) -> list[tuple]:
+    from pipeline.common.telemetry import SCHEMA
     from shm import Observer, delete_ring
 
     ring = f"bw{uuid.uuid4().hex[:10]}"

@@ -1,6 +1,5 @@
 """Writer benchmark: ring -> SQLite throughput against the plain executemany ceiling, the
 batch bound, the cost of durable commits, and poll-to-commit latency at 10,000 values/s.
-    from shm import layout as L
 
     python -m bench writer [--rows N] [--seconds S] [--rate R]
 
@@ -46,7 +45,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _records(n: int, start_ts: int) -> np.ndarray:
-    from pipeline.common.telemetry import open_producer, SCHEMA
+    from shm import layout as L
 
     recs = np.zeros(n, dtype=L.RECORD_DTYPE)
     recs["ts_us"] = start_ts + np.arange(n) * 100
@@ -137,6 +136,7 @@ def _cpu_s(pid: int) -> float:
 def writer_rate(n: int, folder: Path, batch_max: int) -> tuple[float, float]:
     """(rows/s wall clock, rows per CPU second of the writer process) of a real writer
     process draining n pre-published records."""
+    from pipeline.common.telemetry import SCHEMA, open_producer
     from shm import Observer, delete_ring
 
     ring = f"bw{uuid.uuid4().hex[:10]}"
@@ -180,6 +180,7 @@ def start_paced_producer(ring: str, rate: float, count: int) -> subprocess.Popen
 
 def wait_for_ring(ring: str):
     """A read-only Observer of ``ring`` once its producer has created it."""
+    from pipeline.common.telemetry import SCHEMA
     from shm import Observer
 
     while True:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from pipeline.common.telemetry import open_consumer
-from shm import RECORD_DTYPE, Consumer
+from shm import RECORD_DTYPE
 
 
 class RingReader:

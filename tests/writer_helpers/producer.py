@@ -1,5 +1,4 @@
 """Test helper: publish records into a ring with ``shm.Producer`` (stands in for the poller).
-from shm import layout as L
 
     python -m tests.writer_helpers.producer RING --capacity N --count N --rate R [--batch B] [--bad-every K]
 
@@ -20,7 +19,7 @@ import time
 import numpy as np
 
 from pipeline.common.telemetry import open_producer
-from shm import Producer
+from shm import layout as L
 
 
 def main(argv: list[str] | None = None) -> int:
