@@ -95,6 +95,16 @@ class _Header:
             raise IndexError(f"row {index} of table {table} out of range (it has {t.rows})")
         return Row(self._view(t.kind), base + index * len(t.columns), t.columns, t.kind)
 
+    def cells(self, table: str) -> memoryview:
+        """Owner-checked writable view of every cell of telemetry table ``table``, for a hot
+        path: cell (row, col) is item ``row * len(columns) + col``. Raises like ``row``."""
+        if self.schema is None or table not in self.schema.tables:
+            raise KeyError(f"no telemetry table {table!r} (was the endpoint opened with its schema?)")
+        base, t = self.schema.tables[table]
+        if t.owner != self.role:
+            raise PermissionError(f"{self.role} may not write table {table} (owned by {t.owner})")
+        return self._view(t.kind)[base : base + t.rows * len(t.columns)]
+
 
 def _check_header(h: _Header, ring: str, size: int | None = None, schema: TelemetrySchema | None = None) -> None:
     """Raise RingMissing / LayoutMismatch unless the header is a complete ring of this
@@ -190,6 +200,10 @@ class _Endpoint:
     def row(self, table: str, index: int) -> Row:
         """Writer of one row of a telemetry table this role owns (see ``_Header.row``)."""
         return self.h.row(table, index)
+
+    def cells(self, table: str) -> memoryview:
+        """Every cell of a telemetry table this role owns (see ``_Header.cells``)."""
+        return self.h.cells(table)
 
     def heartbeat(self) -> None:
         self.h.i[_W[f"{self.role}.heartbeat_us"]] = now_us()

@@ -306,6 +306,7 @@ class Producer(_Endpoint):
     def close(self) -> None:
         if not self.closed and self.h is not None:
             self.flush()
+        self.on_account = None  # a hook may hold views of the mapping (e.g. table rows)
         self._hu = self._dbuf = None  # drop buffer exports before the mapping closes
         super().close()
 

@@ -30,13 +30,19 @@ def test_shm_refuses_a_write_to_a_word_or_table_the_role_does_not_own(ring_name)
             c.row("grid", 3)
         with pytest.raises(KeyError):
             p.set("p.misspelt", 1)
+        with pytest.raises(PermissionError):
+            p.cells("grid")
+        with pytest.raises(KeyError):
+            p.cells("p.count")
         p.add("p.count", 2)
         p.set("p.ratio", 0.25)
         c.set("c.count", -5)
         row = c.row("grid", 1)
         row.set("a", 7)
-        row.add("b", 3)
-        del row  # holds a view of the mapping
+        row.add("b", 2)
+        cells = c.cells("grid")
+        cells[3] += 1  # row 1, column b
+        del row, cells  # they hold views of the mapping
         with Observer(ring_name, telemetry=TOY) as o:
             snap = o.snapshot()
         assert (snap.fields["p.count"], snap.fields["p.ratio"], snap.fields["c.count"]) == (2, 0.25, -5)

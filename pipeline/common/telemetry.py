@@ -110,6 +110,9 @@ SCHEMA = TelemetrySchema(
 )
 
 
+assert SCHEMA.tables["hour"][1].columns == ("minute", "published", "overwritten")  # _HourWindow's cells
+
+
 # --- recorders: the processes' side ---------------------------------------------------------
 def open_producer(name: str, capacity: int, alert_threshold_pct: float = 80.0, **kw: Any) -> Producer:
     """``Producer.open`` with ``SCHEMA``, keeping the minute buckets (see ``Producer.open``
@@ -125,21 +128,23 @@ def open_consumer(name: str, **kw: Any) -> Consumer | None:
 
 
 class _HourWindow:
-    """The producer's minute buckets: records published and overwritten per minute, an hour long."""
+    """The producer's minute buckets: records published and overwritten per minute, an hour
+    long. Runs after every publish/flush, so it works on the raw cells (3 per bucket)."""
 
     def __init__(self, producer: Producer) -> None:
-        self._rows = [producer.row("hour", i) for i in range(HOUR_BUCKETS)]
+        self._cells = producer.cells("hour")
 
     def add(self, published: int, overwritten: int, t_us: int) -> None:
         minute = t_us // (HOUR_BUCKET_S * US)
-        row = self._rows[minute % HOUR_BUCKETS]
-        if row.get("minute") != minute:  # a new minute reuses the bucket of an hour ago
-            row.set("published", 0)
-            row.set("overwritten", 0)
-            row.set("minute", minute)
-        row.add("published", published)
+        v = self._cells
+        i = (minute % HOUR_BUCKETS) * 3  # minute, published, overwritten
+        if v[i] != minute:  # a new minute reuses the bucket of an hour ago
+            v[i + 1] = 0
+            v[i + 2] = 0
+            v[i] = minute
+        v[i + 1] += published
         if overwritten:
-            row.add("overwritten", overwritten)
+            v[i + 2] += overwritten
 
 
 def encode_code(text: str) -> tuple[int, int]:
