@@ -80,17 +80,21 @@ class _Header:
         v = self._view(f.kind)
         v[f.word] = v[f.word] + (float(delta) if f.kind == "f64" else int(delta))
 
+    def _writable_table(self, table: str):
+        if self.schema is None or table not in self.schema.tables:
+            raise KeyError(f"no telemetry table {table!r} (was the endpoint opened with its schema?)")
+        base, t = self.schema.tables[table]
+        if t.owner != self.role:
+            raise PermissionError(f"{self.role} may not write table {table} (owned by {t.owner})")
+        return base, t
+
     def row(self, table: str, index: int) -> Row:
         """Owner-checked writer of row ``index`` of telemetry table ``table``.
 
         Raises KeyError (no such table), PermissionError (another role owns it),
         IndexError (row out of range).
         """
-        if self.schema is None or table not in self.schema.tables:
-            raise KeyError(f"no telemetry table {table!r} (was the endpoint opened with its schema?)")
-        base, t = self.schema.tables[table]
-        if t.owner != self.role:
-            raise PermissionError(f"{self.role} may not write table {table} (owned by {t.owner})")
+        base, t = self._writable_table(table)
         if not 0 <= index < t.rows:
             raise IndexError(f"row {index} of table {table} out of range (it has {t.rows})")
         return Row(self._view(t.kind), base + index * len(t.columns), t.columns, t.kind)
@@ -98,11 +102,7 @@ class _Header:
     def cells(self, table: str) -> memoryview:
         """Owner-checked writable view of every cell of telemetry table ``table``, for a hot
         path: cell (row, col) is item ``row * len(columns) + col``. Raises like ``row``."""
-        if self.schema is None or table not in self.schema.tables:
-            raise KeyError(f"no telemetry table {table!r} (was the endpoint opened with its schema?)")
-        base, t = self.schema.tables[table]
-        if t.owner != self.role:
-            raise PermissionError(f"{self.role} may not write table {table} (owned by {t.owner})")
+        base, t = self._writable_table(table)
         return self._view(t.kind)[base : base + t.rows * len(t.columns)]
 
 
