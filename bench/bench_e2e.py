@@ -52,10 +52,11 @@ def _mem_kib(pid: int) -> tuple[int, int] | None:
 
 
 def _counters(ring: str) -> dict | None:
+    from pipeline.common.telemetry import SCHEMA
     from shm import Observer, RingError
 
     try:
-        with Observer(ring) as obs:
+        with Observer(ring, telemetry=SCHEMA) as obs:
             f = obs.snapshot().fields
     except (RingError, OSError, ValueError):
         return None

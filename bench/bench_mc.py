@@ -109,7 +109,8 @@ def bench_side_by_side(polls: int, rounds: int, mc_port: int, mb_port: int, tmp:
     from pipeline.poller.scheduler import GroupPoller
     from pipeline.poller.sources.mc import McPlc
     from pipeline.poller.sources.modbus import ModbusPlc, quiet_pymodbus
-    from shm import Producer, delete_ring
+    from pipeline.common.telemetry import open_producer
+    from shm import delete_ring
 
     quiet_pymodbus()
     modes = [  # label, protocol, port, step, extra, polls per round (1,000-request modes poll less)
@@ -120,7 +121,7 @@ def bench_side_by_side(polls: int, rounds: int, mc_port: int, mb_port: int, tmp:
         ("modbus scattered", "modbus", mb_port, 10, "", max(2, polls // 10)),
     ]
     name = _ring()
-    p = Producer.open(name, 2_000_000)
+    p = open_producer(name, 2_000_000)
     times: dict[str, list[float]] = {m[0]: [] for m in modes}
     per_poll: dict[str, int] = {}
     try:
@@ -163,13 +164,14 @@ def bench_ten_plcs(seconds: float, ports: list[int], tmp: str) -> tuple[float, f
     from pipeline.poller.config import load_plant
     from pipeline.poller.scheduler import GroupPoller
     from pipeline.poller.sources.mc import McPlc
-    from shm import Producer, delete_ring
+    from pipeline.common.telemetry import open_producer
+    from shm import delete_ring
 
     path = os.path.join(tmp, "ten.toml")
     Path(path).write_text("".join(_toml(f"PLC{i}", "mc", port, 1, interval=0.01) for i, port in enumerate(ports)))
     plant = load_plant(path)
     name = _ring()
-    p = Producer.open(name, 2_000_000)
+    p = open_producer(name, 2_000_000)
     try:
         sources = [McPlc(plc) for plc in plant.plcs]
         pollers = [GroupPoller(p, s, plc, i, 0) for i, (s, plc) in enumerate(zip(sources, plant.plcs))]

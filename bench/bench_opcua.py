@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     quick = "--quick" in argv
     polls, seconds = (5, 5.0) if quick else (20, 20.0)
     from pipeline.poller.sources.opcua import quiet_asyncua
-    from shm import Producer, delete_ring
+    from pipeline.common.telemetry import open_producer
+    from shm import delete_ring
 
     quiet_asyncua()
     print(f"OPC UA benchmark ({os.cpu_count()} cores; other work on the machine shows in the figures)")
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.1)
             port, ns = map(int, Path(port_file).read_text().split())
             name = f"bench{uuid.uuid4().hex[:10]}"
-            producer = Producer.open(name, 1_000_000)
+            producer = open_producer(name, 1_000_000)
             try:
                 plant1 = _plant(tmp, port, ns, 1.0)
                 pol = asyncio.run(_polled(plant1, producer, polls))

@@ -33,13 +33,14 @@ def _ring() -> str:
 
 
 def bench_load(seconds: float) -> dict:
+    from pipeline.common.telemetry import open_producer
     from pipeline.poller.loadgen import LoadGenerator
-    from shm import Producer, delete_ring
+    from shm import delete_ring
 
     out = {}
     for label, rate in (("max", 0.0), ("paced_1M", 1_000_000.0)):
         name = _ring()
-        p = Producer.open(name, 1_000_000)
+        p = open_producer(name, 1_000_000)
         try:
             gen = LoadGenerator(p, rate, seconds)
             cpu0 = time.process_time()
@@ -94,8 +95,9 @@ def _tags_toml(port: int, scattered: bool) -> str:
 def bench_modbus(polls: int) -> dict:
     from pipeline.poller.config import load_plant
     from pipeline.poller.scheduler import GroupPoller
+    from pipeline.common.telemetry import open_producer
     from pipeline.poller.sources.modbus import ModbusPlc, quiet_pymodbus
-    from shm import Producer, delete_ring
+    from shm import delete_ring
 
     quiet_pymodbus()
     out = {}
@@ -115,7 +117,7 @@ def bench_modbus(polls: int) -> dict:
                 plant = load_plant(path)
                 assert plant.tag_count == 1000, plant.tag_count
                 name = _ring()
-                p = Producer.open(name, 1_000_000)
+                p = open_producer(name, 1_000_000)
                 try:
                     src = ModbusPlc(plant.plcs[0])
                     gp = GroupPoller(p, src, plant.plcs[0], 0, 0)

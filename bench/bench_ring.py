@@ -82,11 +82,12 @@ def run_queue(n: int, batch: int) -> dict:
 # --- ring pair (two unrelated interpreters) ----------------------------------------------
 def ring_child(role: str, ring: str, n: int, mode: str, capacity: int) -> None:
     """Body of a ring child process; prints one JSON line."""
-    from shm import Consumer, Producer
+    # As the poller and the writer open it: with the telemetry schema and its minute buckets.
+    from pipeline.common.telemetry import open_consumer, open_producer
     from shm.layout import RECORD_DTYPE
 
     if role == "producer":
-        p = Producer.open(ring, capacity, alert_threshold_pct=100.0)
+        p = open_producer(ring, capacity, alert_threshold_pct=100.0)
         recs = __import__("numpy").zeros(500, dtype=RECORD_DTYPE)
         recs["ts_us"], recs["value"], recs["plc_code"], recs["tag_address"], recs["quality"] = RECORD
         put, flush = p.put, p.flush
@@ -105,7 +106,7 @@ def ring_child(role: str, ring: str, n: int, mode: str, capacity: int) -> None:
         print(json.dumps({"t0": t0, "t_prod": time.monotonic()}), flush=True)
         p.close()
     else:
-        c = Consumer.open(ring, wait=True)
+        c = open_consumer(ring, wait=True)
         print(json.dumps({"ready": True}), flush=True)
         delivered = lost = 0
         while delivered + lost < n:

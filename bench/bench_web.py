@@ -77,10 +77,10 @@ def direct_producer(ring: str, rate: float, seconds: float) -> None:
     """Minimal load: ``rate`` values/s in 10 ms batches (0: batches of 1,000 flat out)."""
     import numpy as np
 
-    from shm import Producer
+    from pipeline.common.telemetry import open_producer
     from shm import layout as L
 
-    p = Producer.open(ring, 100_000, 80.0)
+    p = open_producer(ring, 100_000, 80.0)
     batch = np.zeros(1000 if rate <= 0 else max(1, int(rate / 100)), dtype=L.RECORD_DTYPE)
     batch["plc_code"], batch["tag_address"], batch["quality"] = b"KRCWO12ELOA101", b"D100", 1
     start = time.monotonic()
@@ -100,10 +100,11 @@ def direct_producer(ring: str, rate: float, seconds: float) -> None:
 
 
 def direct_consumer(ring: str, seconds: float) -> None:
-    from shm import Consumer
+    from pipeline.common.telemetry import WriterMetrics, open_consumer
 
-    c = Consumer.open(ring, wait=True, stop=lambda: False)
+    c = open_consumer(ring, wait=True, stop=lambda: False)
     c.set("writer.db_state", 1)
+    metrics = WriterMetrics(c)
     end = time.monotonic() + seconds
     try:
         while time.monotonic() < end:
@@ -113,7 +114,7 @@ def direct_consumer(ring: str, seconds: float) -> None:
             s = time.perf_counter_ns()
             b = c.read(5000)
             c.commit(b)
-            c.record_write(True, len(b.records), (time.perf_counter_ns() - s) // 1000)
+            metrics.record_write(True, len(b.records), (time.perf_counter_ns() - s) // 1000)
             c.set("writer.last_commit_us", time.time_ns() // 1000)
     finally:
         c.close()
@@ -155,6 +156,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 def scenario(name: str, rate: float, args, direct: bool | None = None) -> list[tuple]:
+    from pipeline.common.telemetry import SCHEMA
     from shm import Observer, delete_ring
 
     ring = f"bw{uuid.uuid4().hex[:10]}"
@@ -182,7 +184,7 @@ def scenario(name: str, rate: float, args, direct: bool | None = None) -> list[t
                 except OSError:
                     time.sleep(0.1)
             time.sleep(3)  # let the load settle
-            obs = Observer(ring)
+            obs = Observer(ring, telemetry=SCHEMA)
             s0 = obs.snapshot().fields
             t0 = time.monotonic()
             out = subprocess.run([sys.executable, *me, "--role", "client", "--url", f"http://127.0.0.1:{port}",

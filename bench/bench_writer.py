@@ -136,15 +136,16 @@ def _cpu_s(pid: int) -> float:
 def writer_rate(n: int, folder: Path, batch_max: int) -> tuple[float, float]:
     """(rows/s wall clock, rows per CPU second of the writer process) of a real writer
     process draining n pre-published records."""
-    from shm import Observer, Producer, delete_ring
+    from pipeline.common.telemetry import SCHEMA, open_producer
+    from shm import Observer, delete_ring
 
     ring = f"bw{uuid.uuid4().hex[:10]}"
     work = folder / ring
     work.mkdir()
-    prod = Producer.open(ring, max(n, 1000))
+    prod = open_producer(ring, max(n, 1000))
     try:
         prod.publish(_records(n, time.time_ns() // 1000))
-        obs = Observer(ring)
+        obs = Observer(ring, telemetry=SCHEMA)
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.writer"], cwd=work, stderr=subprocess.DEVNULL,
             env=_env(RING_NAME=ring, SQLITE_PATH=str(work / "w.db"), BACKUP_FILE_PATH=str(work / "backup"), BUFFER_BATCH_MAX=str(batch_max)),
@@ -179,11 +180,12 @@ def start_paced_producer(ring: str, rate: float, count: int) -> subprocess.Popen
 
 def wait_for_ring(ring: str):
     """A read-only Observer of ``ring`` once its producer has created it."""
+    from pipeline.common.telemetry import SCHEMA
     from shm import Observer
 
     while True:
         try:
-            return Observer(ring)
+            return Observer(ring, telemetry=SCHEMA)
         except Exception:
             time.sleep(0.01)
 

@@ -1,7 +1,7 @@
 """``python -m pipeline status``: the monitoring data in the terminal, for an SSH session.
 
-Reads the ring read-only (``shm.Observer``) and derives every figure with ``shm.stats``,
-the same functions the web API uses, so the numbers match the status page. Works when
+Reads the ring through ``pipeline.common.telemetry.read``, the read path the web process
+uses too, so the numbers match the status page. Works when
 the ring is missing (and says so). ``--json`` prints one JSON object for scripts;
 ``--check`` exits 6 unless health is ``healthy``; ``--watch S`` repeats every S seconds;
 ``--env-file`` reads the settings (ring name, health thresholds) from the units' file.
@@ -26,30 +26,25 @@ def collect(ring: str, thresholds) -> dict:
     Never raises for a missing or unreadable ring: ``ring_present`` is False and health
     says why. Does not block.
     """
-    from shm import Observer, RingError
-    from shm.stats import HealthEvaluator, figures, peek_pending_ts_us
+    from .common import telemetry
 
-    evaluator = HealthEvaluator(thresholds)
-    try:
-        obs = Observer(ring)
-    except (RingError, OSError, ValueError) as e:
-        health = evaluator.evaluate(None, missing=f"ring missing: {e} (no poller has created it yet, or it was deleted)")
-        return {"ring": ring, "ring_present": False, "health": _health_dict(health)}
-    try:
-        snap = obs.snapshot()
-        fig = figures(snap, thresholds, ring_peek_us=peek_pending_ts_us(obs, snap))
-    finally:
-        obs.close()
-    fig["ring_present"] = True
-    fig["health"] = _health_dict(evaluator.evaluate(fig))
-    return fig
+    reading = telemetry.read(ring, thresholds, missing_hint=" (no poller has created it yet, or it was deleted)")
+    health = _health_dict(reading.health)
+    if reading.figures is None:
+        return {"ring": ring, "ring_present": False, "health": health}
+    d = telemetry.to_json(reading.figures)
+    d["ring_present"] = True
+    d["health"] = health
+    return d
 
 
 def _health_dict(h) -> dict:
+    from .common.telemetry import to_json
+
     return {
         "status": h.status,
         "reasons": h.reasons,
-        "checks": [{"code": c.code, "severity": c.severity, "message": c.message} for c in h.checks],
+        "checks": to_json(h.checks),
         "buffer_ok": h.buffer_ok,
         "writer_ok": h.writer_ok,
         "poller_ok": h.poller_ok,
@@ -85,17 +80,20 @@ def render(d: dict) -> str:
         r = roles[name]
         out.append(f"{name:<9} {'running' if r['running'] else 'DOWN'} (state {r['state']}, pid {r['pid'] or '-'},"
                    f" heartbeat {_s(r['heartbeat_age_s'])} ago, starts {r['starts']})" + (f": {r['reason']}" if r["reason"] else ""))
+    p = d["poller"]
+    out.append(f"started   poller {_t(p['started_us'])} (up {_s(p['uptime_s'])}, source {p['source']})"
+               f"   writer {_t(ws['started_us'])} (up {_s(ws['uptime_s'])})")
     out.append(f"database  {ws['sink']} {ws['db_state']}   last commit {_t(ws['last_commit_us'])}"
-               + (f"   outage for {_s(ws['outage_s'])}" if ws["outage_s"] else ""))
+               + (f"   outage for {_s(ws['outage_s'])}" if ws["outage_s"] else "") + f"   probes {ws['probes']:,}")
     out.append(f"lag       {lag['records']:,} records waiting   oldest unwritten {_s(lag['oldest_unwritten_age_s'])} old")
     out.append(f"writes    last {wm['window_s'] // 60} min: {wm['successful_writes']:,} ok, {wm['failed_writes']:,} failed"
                f" ({wm['success_rate_pct']:.2f} %)   avg batch {wm['avg_batch_size']:.0f}   avg latency {wm['avg_write_latency_ms']:.1f} ms"
                f"   {wm['throughput_items_per_sec']:,.0f} values/s")
     out.append(f"          rows written {ws['rows_written']:,}   duplicates {ws['rows_duplicate']:,}   delivered {ws['delivered']:,}")
-    out.append(f"backups   {ws['backup_files_pending']:,} files ({ws['backup_rows_pending']:,} rows) waiting   spilled {ws['rows_spilled']:,}"
-               f"   replayed {ws['rows_replayed']:,}   disk {ws['disk_state']}")
-    out.append(f"quarantined {ws['rows_quarantined']:,} rows   lost {b['lost']:,} values")
-    p = d["poller"]
+    out.append(f"backups   {ws['backup_files_pending']:,} files ({ws['backup_rows_pending']:,} rows,"
+               f" {ws['backup_bytes_pending']:,} bytes, oldest {_s(ws['backup_oldest_age_s'])} old) waiting"
+               f"   spilled {ws['rows_spilled']:,}   replayed {ws['rows_replayed']:,}   disk {ws['disk_state']}")
+    out.append(f"quarantined {ws['rows_quarantined']:,} rows ({ws['corrupt_lines']:,} unreadable backup lines)   lost {b['lost']:,} values")
     out.append(f"polling   polls {p['polls']:,}   errors {p['poll_errors']:,}   overruns {p['overruns']:,}"
                f"   values {p['values']:,} (bad {p['bad_values']:,}, suppressed {p['suppressed']:,})")
     if d["plcs"]:
@@ -103,7 +101,7 @@ def render(d: dict) -> str:
         out.append(f"{'PLC':<17}{'connected':<11}{'last good poll':<21}{'polls':>9}{'errors':>8}{'overruns':>9}{'tags':>6}")
         for r in d["plcs"]:
             out.append(f"{r['plc_code']:<17}{'yes' if r['connected'] else 'NO':<11}{_t(r['last_good_poll_us']):<21}"
-                       f"{r.get('polls', 0):>9,}{r.get('errors', 0):>8,}{r.get('overruns', 0):>9,}{r.get('tags', 0):>6}")
+                       f"{r['polls']:>9,}{r['errors']:>8,}{r['overruns']:>9,}{r['tags']:>6}")
     return "\n".join(out)
 
 
@@ -116,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tagpipe status: {e}", file=sys.stderr)
         return exitcodes.CONFIG
     ring = args.ring or settings.ring_name
-    from shm.stats import Thresholds
+    from .common.telemetry import Thresholds
 
     thresholds = Thresholds.from_settings(settings)
     try:

@@ -14,6 +14,7 @@ from .errors import (
 )
 from .layout import RECORD_DTYPE
 from .ring import Consumer, Observer, Producer, ReadBatch, Snapshot, delete_ring
+from .telemetry import Row, Table, TelemetrySchema, Word, Words
 
 __all__ = [
     "RECORD_DTYPE",
@@ -28,6 +29,11 @@ __all__ = [
     "RingMissing",
     "RingNotDrained",
     "RoleTaken",
+    "Row",
     "Snapshot",
+    "Table",
+    "TelemetrySchema",
+    "Word",
+    "Words",
     "delete_ring",
 ]

@@ -22,6 +22,7 @@ from . import layout as L
 from . import segment as S
 from .errors import CorruptRing, LayoutMismatch, RingMissing
 from .header import W_CLAIM, W_COMMITTED, W_PUBLISHED, _W, _check_header, _copy_out, _Endpoint, _Header, now_us
+from .telemetry import TelemetrySchema
 
 log = logging.getLogger("tagpipe.shm")
 
@@ -51,8 +52,8 @@ class Consumer(_Endpoint):
 
     role = "consumer"
 
-    def __init__(self, name, shm, lock) -> None:
-        super().__init__(name, shm, lock)
+    def __init__(self, name, shm, lock, schema: TelemetrySchema | None = None) -> None:
+        super().__init__(name, shm, lock, schema)
         self._recover_journal()
         self.read_pos = int(self.h.u[W_COMMITTED])
         # One entry per read not yet committed: (end, lost, padding, delivered). commit()
@@ -73,26 +74,29 @@ class Consumer(_Endpoint):
         stop: Callable[[], bool] | None = None,
         lock_retry_s: float = 3.0,
         max_backoff_s: float = 2.0,
+        telemetry: TelemetrySchema | None = None,
     ) -> "Consumer | None":
         """Take the consumer role of ring ``name``, waiting for the ring to exist.
 
         While the ring is missing (or has another layout) ``on_wait(reason)`` is called on
         the first attempt and then every 30 s, and attempts back off up to
         ``max_backoff_s``. Returns None if ``stop()`` became true while waiting.
+        With ``telemetry``, only a ring created with that schema will do (another one is
+        waited for like another layout), and its consumer-owned words can be written.
         Raises RoleTaken; RingMissing / LayoutMismatch if ``wait`` is false.
         """
         S.check_ring_name(name)
         lock = S.RoleLock(name, "consumer")
         lock.acquire(lock_retry_s)
         try:
-            shm = _attach_when_ready(name, wait, on_wait, stop, max_backoff_s)
+            shm = _attach_when_ready(name, wait, on_wait, stop, max_backoff_s, telemetry)
         except BaseException:
             lock.release()
             raise
         if shm is None:
             lock.release()
             return None
-        return cls._adopt(name, shm, lock)
+        return cls._adopt(name, shm, lock, telemetry)
 
     def _recover_journal(self) -> None:
         """Finish the copy of a commit whose consumer died after its commit point.
@@ -242,28 +246,11 @@ class Consumer(_Endpoint):
             return None
         return ts
 
-    def record_write(self, ok: bool, items: int, latency_us: int) -> None:
-        """Add one batch write to the current 10-second bucket of the rolling metrics."""
-        u = self.h.u
-        idx = now_us() // (L.WRITER_BUCKET_S * 1_000_000)
-        base = L.WRITER_BUCKETS_BASE + (idx % L.WRITER_BUCKETS) * L.WRITER_BUCKET_WORDS
-        if u[base] != idx:
-            for k in range(1, L.WRITER_BUCKET_WORDS):
-                u[base + k] = 0
-            u[base] = idx
-        if ok:
-            u[base + 1] = u[base + 1] + 1
-            u[base + 3] = u[base + 3] + items
-            u[base + 4] = u[base + 4] + latency_us
-            u[base + 5] = max(u[base + 5], latency_us)
-        else:
-            u[base + 2] = u[base + 2] + 1
-
 
 _EMPTY = np.empty(0, dtype=L.RECORD_DTYPE)
 
 
-def _attach_when_ready(name, wait, on_wait, stop, max_backoff_s):
+def _attach_when_ready(name, wait, on_wait, stop, max_backoff_s, schema=None):
     delay = 0.05
     last_said = 0.0
     said = None
@@ -284,7 +271,7 @@ def _attach_when_ready(name, wait, on_wait, stop, max_backoff_s):
                     raise RingMissing(f"ring {name!r} is still being created")
                 # Check a copy: an exception's traceback must not keep a view of the
                 # mapping alive, or shm.close() below fails with BufferError.
-                _check_header(_Header(bytearray(shm.buf[: L.HEADER_BYTES]), None), name, shm.size)
+                _check_header(_Header(bytearray(shm.buf[: L.HEADER_BYTES]), None), name, shm.size, schema)
                 return shm
             except (RingMissing, LayoutMismatch) as e:
                 shm.close()

@@ -15,6 +15,7 @@ import numpy as np
 from . import layout as L
 from . import segment as S
 from .errors import LayoutMismatch, RingMissing
+from .telemetry import Row, TelemetrySchema
 
 # Word indices used on hot paths.
 _W = {f.name: f.word for f in L.FIELDS}
@@ -32,6 +33,7 @@ W_OVERWRITTEN_UPTO = _W["producer.overwritten_upto"]
 W_PRODUCER_HEARTBEAT = _W["producer.heartbeat_us"]
 W_ALERT_ACTIVE = _W["producer.alert_active"]
 W_ALERTS = _W["producer.alerts"]
+W_SCHEMA = _W["telemetry_schema"]
 # These words never move between layout versions, so a drained check works on any ring.
 assert (W_MAGIC, W_VERSION, W_RECSIZE, W_CAPACITY, W_CLAIM, W_PUBLISHED, W_COMMITTED) == (0, 1, 2, 3, 16, 17, 48)
 
@@ -41,38 +43,72 @@ def now_us() -> int:
 
 
 class _Header:
-    """Typed access to the header words of a mapped segment (``owner`` enforced on writes)."""
+    """Typed access to the header words of a mapped segment (``owner`` enforced on writes).
 
-    def __init__(self, buf, role: str | None) -> None:
+    Words are addressed by name: the protocol words of ``layout.FIELDS`` and, given a
+    ``schema``, its telemetry words and tables. KeyError for a name that is neither.
+    """
+
+    def __init__(self, buf, role: str | None, schema: TelemetrySchema | None = None) -> None:
         mv = memoryview(buf)[: L.HEADER_BYTES]
         self.u = mv.cast("Q")
         self.i = mv.cast("q")
         self.f = mv.cast("d")
         self.role = role
+        self.schema = schema
+        self.fields = L.FIELD_BY_NAME if schema is None else {**L.FIELD_BY_NAME, **schema.fields}
+
+    def _view(self, kind: str):
+        return self.f if kind == "f64" else (self.i if kind == "i64" else self.u)
 
     def get(self, name: str) -> int | float:
-        f = L.FIELD_BY_NAME[name]
-        return self.f[f.word] if f.kind == "f64" else (self.i[f.word] if f.kind == "i64" else self.u[f.word])
+        f = self.fields[name]
+        return self._view(f.kind)[f.word]
+
+    def _writable(self, name: str):
+        f = self.fields[name]
+        if f.owner != self.role:
+            raise PermissionError(f"{self.role} may not write {name} (owned by {f.owner})")
+        return f
 
     def set(self, name: str, value: int | float) -> None:
-        f = L.FIELD_BY_NAME[name]
-        if f.owner != self.role:
-            raise PermissionError(f"{self.role} may not write {name} (owned by {f.owner})")
-        if f.kind == "f64":
-            self.f[f.word] = float(value)
-        elif f.kind == "i64":
-            self.i[f.word] = int(value)
-        else:
-            self.u[f.word] = int(value)
+        f = self._writable(name)
+        self._view(f.kind)[f.word] = float(value) if f.kind == "f64" else int(value)
 
-    def add(self, name: str, delta: int) -> None:
-        f = L.FIELD_BY_NAME[name]
-        if f.owner != self.role:
-            raise PermissionError(f"{self.role} may not write {name} (owned by {f.owner})")
-        self.u[f.word] = self.u[f.word] + int(delta)
+    def add(self, name: str, delta: int | float) -> None:
+        f = self._writable(name)
+        v = self._view(f.kind)
+        v[f.word] = v[f.word] + (float(delta) if f.kind == "f64" else int(delta))
+
+    def _writable_table(self, table: str):
+        if self.schema is None or table not in self.schema.tables:
+            raise KeyError(f"no telemetry table {table!r} (was the endpoint opened with its schema?)")
+        base, t = self.schema.tables[table]
+        if t.owner != self.role:
+            raise PermissionError(f"{self.role} may not write table {table} (owned by {t.owner})")
+        return base, t
+
+    def row(self, table: str, index: int) -> Row:
+        """Owner-checked writer of row ``index`` of telemetry table ``table``.
+
+        Raises KeyError (no such table), PermissionError (another role owns it),
+        IndexError (row out of range).
+        """
+        base, t = self._writable_table(table)
+        if not 0 <= index < t.rows:
+            raise IndexError(f"row {index} of table {table} out of range (it has {t.rows})")
+        return Row(self._view(t.kind), base + index * len(t.columns), t.columns, t.kind)
+
+    def cells(self, table: str) -> memoryview:
+        """Owner-checked writable view of every cell of telemetry table ``table``, for a hot
+        path: cell (row, col) is item ``row * len(columns) + col``. Raises like ``row``."""
+        base, t = self._writable_table(table)
+        return self._view(t.kind)[base : base + t.rows * len(t.columns)]
 
 
-def _check_header(h: _Header, ring: str, size: int | None = None) -> None:
+def _check_header(h: _Header, ring: str, size: int | None = None, schema: TelemetrySchema | None = None) -> None:
+    """Raise RingMissing / LayoutMismatch unless the header is a complete ring of this
+    layout (and, given a ``schema``, of that telemetry schema)."""
     magic = h.u[W_MAGIC]
     if magic == 0:
         raise RingMissing(f"ring {ring!r} is still being created")
@@ -85,6 +121,10 @@ def _check_header(h: _Header, ring: str, size: int | None = None) -> None:
         )
     if size is not None and size < L.segment_bytes(int(h.u[W_CAPACITY])):
         raise LayoutMismatch(f"ring {ring!r}: segment of {size} bytes is too small for capacity {h.u[W_CAPACITY]}")
+    if schema is not None and h.u[W_SCHEMA] != schema.fingerprint:
+        raise LayoutMismatch(
+            f"ring {ring!r} has telemetry schema {h.u[W_SCHEMA]:#x}; this version uses {schema.fingerprint:#x}"
+        )
 
 
 def _data_view(buf, capacity: int) -> np.ndarray:
@@ -119,11 +159,11 @@ class _Endpoint:
 
     role = ""
 
-    def __init__(self, name: str, shm, lock: S.RoleLock) -> None:
+    def __init__(self, name: str, shm, lock: S.RoleLock, schema: TelemetrySchema | None = None) -> None:
         self.name = name
         self._shm = shm
         self._lock = lock
-        self.h = _Header(shm.buf, self.role)
+        self.h = _Header(shm.buf, self.role, schema)
         self.capacity = int(self.h.u[W_CAPACITY])
         self.epoch = int(self.h.u[W_EPOCH])
         self.data = _data_view(shm.buf, self.capacity)
@@ -148,6 +188,7 @@ class _Endpoint:
             raise
 
     def set(self, name: str, value: int | float) -> None:
+        """Write a protocol or telemetry word by name. PermissionError if another role owns it."""
         self.h.set(name, value)
 
     def add(self, name: str, delta: int = 1) -> None:
@@ -155,6 +196,14 @@ class _Endpoint:
 
     def get(self, name: str) -> int | float:
         return self.h.get(name)
+
+    def row(self, table: str, index: int) -> Row:
+        """Writer of one row of a telemetry table this role owns (see ``_Header.row``)."""
+        return self.h.row(table, index)
+
+    def cells(self, table: str) -> memoryview:
+        """Every cell of a telemetry table this role owns (see ``_Header.cells``)."""
+        return self.h.cells(table)
 
     def heartbeat(self) -> None:
         self.h.i[_W[f"{self.role}.heartbeat_us"]] = now_us()

@@ -22,7 +22,8 @@ header, so a record's identity is (epoch, seq).
 Header: little-endian uint64 words (float64 where ``kind`` says so). Each word has
 exactly one writer (its ``owner``): ``creator`` words are written once at creation,
 ``producer`` words only by the poller, ``consumer`` words only by the writer. Each
-owner's hot words sit on their own 64-byte lines. Counters only go up; a restart shows
+owner's hot words sit on their own 64-byte lines. Words 128 and up are the telemetry
+area, whose words and tables the caller declares (``shm.telemetry``). Counters only go up; a restart shows
 as a new ``*.starts`` value or a new epoch, never as a silent reset. Any change to this
 file's offsets or dtype must bump ``LAYOUT_VERSION``.
 
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = int.from_bytes(b"TAGPIPE1", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: telemetry area laid out by the caller's schema (shm.telemetry)
 
 RECORD_DTYPE = np.dtype(
     [
@@ -73,20 +74,8 @@ HEADER_WORDS = HEADER_BYTES // 8
 MIN_CAPACITY = 16
 MAX_CAPACITY = 50_000_000  # 3.2 GB of records
 
-# Rolling windows kept in the header so a restarted reader still answers.
-HOUR_BUCKETS = 60  # one per minute: producer's published / overwritten counts
-HOUR_BUCKET_S = 60
-WRITER_BUCKETS = 30  # one per 10 s: the writer's 5-minute rolling metrics
-WRITER_BUCKET_S = 10
-MAX_PLCS = 64  # per-PLC state slots written by the poller
-PLC_SLOT_WORDS = 16
-
-# Enumerations stored in header words.
+# Enumeration stored in the roles' state words.
 ROLE_STATE = {0: "stopped", 1: "running", 2: "stopping", 3: "waiting"}
-DB_STATE = {0: "unknown", 1: "up", 2: "down", 3: "probing", 4: "replaying"}
-DB_STATE_CODES = {name: code for code, name in DB_STATE.items()}
-SINK_KIND = {0: "none", 1: "sqlite", 2: "oracle"}
-DISK_STATE = {0: "ok", 1: "low", 2: "full"}
 
 
 @dataclass(frozen=True)
@@ -102,15 +91,11 @@ def _region(base: int, owner: str, rows: list[tuple[str, str, str]]) -> list[Fie
     return [Field(name, base + i, kind, owner, doc) for i, (name, kind, doc) in enumerate(rows)]
 
 
-# Word bases of each region (each a multiple of 8 words = one 64-byte line).
+# Word bases of each region (each a multiple of 8 words = one 64-byte line). Words from
+# 128 on are the telemetry area, laid out by the caller's schema (see ``shm.telemetry``).
 IDENTITY_BASE = 0
 PRODUCER_BASE = 16
 CONSUMER_BASE = 48
-PRODUCER_STATS_BASE = 128
-HOUR_BUCKETS_BASE = 256  # HOUR_BUCKETS x 4 words: minute, published, overwritten, spare
-WRITER_STATS_BASE = 512
-WRITER_BUCKETS_BASE = 640  # WRITER_BUCKETS x 8 words, see WRITER_BUCKET_FIELDS
-PLC_TABLE_BASE = 1024  # MAX_PLCS x PLC_SLOT_WORDS words, see PLC_SLOT_FIELDS
 
 FIELDS: list[Field] = (
     _region(
@@ -125,6 +110,7 @@ FIELDS: list[Field] = (
             ("epoch", "u64", "random id of this ring; part of every record's identity"),
             ("created_us", "i64", "creation time, us since epoch UTC"),
             ("header_bytes", "u64", "HEADER_BYTES"),
+            ("telemetry_schema", "u64", "fingerprint of the telemetry schema of the creator (0: none)"),
         ],
     )
     + _region(
@@ -149,7 +135,7 @@ FIELDS: list[Field] = (
         CONSUMER_BASE,
         "consumer",
         [
-            ("consumer.committed", "u64", "records below this seq are durable (database or fsynced backup)"),
+            ("consumer.committed", "u64", "records below this seq are durable (the consumer said so in commit())"),
             ("consumer.heartbeat_us", "i64", "last sign of life, us since epoch UTC"),
             ("consumer.pid", "u64", "pid of the current consumer (0 when none)"),
             ("consumer.starts", "u64", "how many consumers have attached"),
@@ -169,106 +155,16 @@ FIELDS: list[Field] = (
             ("consumer.j_batches", "u64", "journal: consumer.batches after the last commit"),
         ],
     )
-    + _region(
-        PRODUCER_STATS_BASE,
-        "producer",
-        [
-            ("poller.polls", "u64", "poll cycles completed (all groups)"),
-            ("poller.poll_errors", "u64", "poll cycles with a failed read"),
-            ("poller.overruns", "u64", "polls that took longer than their interval"),
-            ("poller.values", "u64", "values published"),
-            ("poller.bad_values", "u64", "BAD-quality values published"),
-            ("poller.suppressed", "u64", "values suppressed by deadband (report by exception)"),
-            ("poller.plc_count", "u64", "PLC slots in use in the PLC table"),
-            ("poller.started_us", "i64", "when the current poller started"),
-            ("poller.source_kind", "u64", "0 simulator, 1 modbus, 2 load mode, 3 mixed, 4 mc, 5 opcua"),
-        ],
-    )
-    + _region(
-        WRITER_STATS_BASE,
-        "consumer",
-        [
-            ("writer.sink_kind", "u64", "SINK_KIND code"),
-            ("writer.db_state", "u64", "DB_STATE code as the writer last saw it"),
-            ("writer.last_commit_us", "i64", "time of the last successful database commit"),
-            ("writer.oldest_unwritten_us", "i64", "poll time of the oldest record not yet durable (0: none)"),
-            ("writer.batches_ok", "u64", "batches committed to the database (total)"),
-            ("writer.batches_failed", "u64", "batch attempts that failed (total)"),
-            ("writer.rows_written", "u64", "rows inserted into the database (total)"),
-            ("writer.rows_duplicate", "u64", "rows found already present (total)"),
-            ("writer.rows_quarantined", "u64", "rows rejected by the database, written to quarantine"),
-            ("writer.rows_spilled", "u64", "rows written to backup files (total)"),
-            ("writer.backup_files_pending", "u64", "backup files waiting for replay"),
-            ("writer.backup_rows_pending", "u64", "rows in backup files waiting for replay"),
-            ("writer.rows_replayed", "u64", "rows replayed from backup files (total)"),
-            ("writer.outage_started_us", "i64", "when the current outage began (0: none)"),
-            ("writer.disk_free_bytes", "u64", "free bytes under BACKUP_FILE_PATH"),
-            ("writer.disk_state", "u64", "DISK_STATE code"),
-            ("writer.last_batch_size", "u64", "rows in the last batch"),
-            ("writer.batch_limit", "u64", "current batch size limit (grows under backlog)"),
-            ("writer.last_latency_us", "u64", "duration of the last database write"),
-            ("writer.retries", "u64", "retry attempts (total)"),
-            ("writer.backup_files_written", "u64", "backup files written (total)"),
-            ("writer.started_us", "i64", "when the current writer started"),
-            ("writer.replay_files_done", "u64", "backup files fully replayed (total)"),
-            ("writer.last_error_code", "u64", "0, or a code for the last database error class"),
-            ("writer.probes", "u64", "database probes made while the circuit was open (total)"),
-            ("writer.backup_bytes_pending", "u64", "bytes of backup files waiting for replay"),
-            ("writer.backup_oldest_us", "i64", "poll time of the oldest row in backup files waiting for replay (0: none)"),
-            ("writer.corrupt_lines", "u64", "unreadable backup-file lines sent to quarantine (total; also in rows_quarantined)"),
-        ],
-    )
-)
-
-# One 10-second bucket of writer metrics: bucket index is floor(time_s / WRITER_BUCKET_S).
-WRITER_BUCKET_FIELDS = ("index", "batches_ok", "batches_failed", "items", "latency_us_sum", "latency_us_max")
-WRITER_BUCKET_WORDS = 8
-# One minute of the producer's hour window.
-HOUR_BUCKET_FIELDS = ("minute", "published", "overwritten")
-HOUR_BUCKET_WORDS = 4
-# One PLC slot (words): code (2 words, ASCII), then the counters.
-PLC_SLOT_FIELDS = (
-    "code0",
-    "code1",
-    "connected",
-    "last_good_poll_us",
-    "last_poll_us",
-    "polls",
-    "errors",
-    "overruns",
-    "last_duration_us",
-    "tags",
-    "values",
-    "consecutive_errors",
-    "last_error_us",
 )
 
 FIELD_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 
-assert HOUR_BUCKETS_BASE + HOUR_BUCKETS * HOUR_BUCKET_WORDS <= WRITER_STATS_BASE
-assert WRITER_BUCKETS_BASE + WRITER_BUCKETS * WRITER_BUCKET_WORDS <= PLC_TABLE_BASE
-assert PLC_TABLE_BASE + MAX_PLCS * PLC_SLOT_WORDS <= HEADER_WORDS
-assert len(PLC_SLOT_FIELDS) <= PLC_SLOT_WORDS
 assert len({f.word for f in FIELDS}) == len(FIELDS)
 
 
 def segment_bytes(capacity: int) -> int:
     """Bytes of shared memory a ring of ``capacity`` records takes."""
     return HEADER_BYTES + capacity * RECORD_SIZE
-
-
-def encode_code(text: str) -> tuple[int, int]:
-    """Pack an ASCII code of at most 16 bytes into two header words."""
-    raw = text.encode("ascii")
-    if len(raw) > 16:
-        raise ValueError(f"code {text!r} is longer than 16 bytes")
-    raw = raw.ljust(16, b"\0")
-    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
-
-
-def decode_code(w0: int, w1: int) -> str:
-    raw = int(w0).to_bytes(8, "little") + int(w1).to_bytes(8, "little")
-    return raw.rstrip(b"\0").decode("ascii", "replace")
 
 
 def check_field_text(what: str, text: str, limit: int = 16) -> bytes:

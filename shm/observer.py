@@ -9,19 +9,23 @@ import numpy as np
 from . import layout as L
 from . import segment as S
 from .errors import RingMissing
+from .telemetry import TelemetrySchema
 from .header import W_CAPACITY, W_EPOCH, _check_header, _copy_out, _data_view, _Header, now_us
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A copy of the header taken at ``taken_us`` (see ``shm.stats`` for derived figures)."""
+    """A copy of the header taken at ``taken_us`` (microseconds since 1970 UTC).
+
+    ``fields``: every protocol word and every telemetry word of the observer's schema, by
+    name. ``tables``: each telemetry table of the schema as a list of rows, each row a
+    tuple of its cells in column order. The meaning is the schema owner's business.
+    """
 
     ring: str
     taken_us: int
     fields: dict[str, int | float]
-    hour: list[tuple[int, int, int]]
-    writer_buckets: list[tuple[int, ...]]
-    plcs: list[dict[str, object]]
+    tables: dict[str, list[tuple[int | float, ...]]]
 
 
 class Observer:
@@ -30,7 +34,9 @@ class Observer:
     The segment is mapped with PROT_READ: nothing here can write to it.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, telemetry: TelemetrySchema | None = None) -> None:
+        """Map ring ``name`` read-only. With ``telemetry``, snapshots include its words and
+        tables, and a ring of another schema is refused. Raises RingMissing, LayoutMismatch."""
         S.check_ring_name(name)
         self.name = name
         try:
@@ -38,11 +44,12 @@ class Observer:
         except FileNotFoundError:
             raise RingMissing(f"ring {name!r} does not exist") from None
         try:
-            _check_header(_Header(self._mm[: L.HEADER_BYTES], None), name, len(self._mm))
+            _check_header(_Header(self._mm[: L.HEADER_BYTES], None), name, len(self._mm), telemetry)
         except Exception:
             self._mm.close()
             raise
-        self.h = _Header(self._mm, None)
+        self.schema = telemetry
+        self.h = _Header(self._mm, None, telemetry)
         self.capacity = int(self.h.u[W_CAPACITY])
         self.epoch = int(self.h.u[W_EPOCH])
         self.data = _data_view(self._mm, self.capacity)
@@ -55,25 +62,16 @@ class Observer:
         ints = words.view("<i8")
         floats = words.view("<f8")
         fields: dict[str, int | float] = {}
-        for f in L.FIELDS:
+        for f in self.h.fields.values():
             v = floats[f.word] if f.kind == "f64" else (ints[f.word] if f.kind == "i64" else words[f.word])
             fields[f.name] = v.item()
-        hour = []
-        for b in range(L.HOUR_BUCKETS):
-            base = L.HOUR_BUCKETS_BASE + b * L.HOUR_BUCKET_WORDS
-            hour.append((int(words[base]), int(words[base + 1]), int(words[base + 2])))
-        wb = []
-        for b in range(L.WRITER_BUCKETS):
-            base = L.WRITER_BUCKETS_BASE + b * L.WRITER_BUCKET_WORDS
-            wb.append(tuple(int(x) for x in words[base : base + len(L.WRITER_BUCKET_FIELDS)]))
-        plcs = []
-        for i in range(min(int(fields["poller.plc_count"]), L.MAX_PLCS)):
-            base = L.PLC_TABLE_BASE + i * L.PLC_SLOT_WORDS
-            row: dict[str, object] = {"plc_code": L.decode_code(int(words[base]), int(words[base + 1]))}
-            for k, fname in enumerate(L.PLC_SLOT_FIELDS[2:], start=2):
-                row[fname] = int(ints[base + k])
-            plcs.append(row)
-        return Snapshot(self.name, now_us(), fields, hour, wb, plcs)
+        tables: dict[str, list[tuple[int | float, ...]]] = {}
+        if self.schema is not None:
+            for name, (base, t) in self.schema.tables.items():
+                view = floats if t.kind == "f64" else (ints if t.kind == "i64" else words)
+                cells = view[base : base + t.rows * len(t.columns)].reshape(t.rows, len(t.columns))
+                tables[name] = [tuple(r) for r in cells.tolist()]
+        return Snapshot(self.name, now_us(), fields, tables)
 
     def records(self, start: int, n: int) -> np.ndarray:
         """Copy of up to ``n`` records from ``start`` (may include overwritten ones: check seq)."""

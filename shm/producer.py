@@ -14,11 +14,14 @@ import secrets
 import struct
 import time
 
+from typing import Callable
+
 import numpy as np
 
 from . import layout as L
 from . import segment as S
 from .errors import CapacityError, LayoutMismatch, RingMissing, RingNotDrained
+from .telemetry import TelemetrySchema
 from .header import (
     W_ALERT_ACTIVE,
     W_ALERTS,
@@ -33,6 +36,7 @@ from .header import (
     W_PRODUCER_HEARTBEAT,
     W_PUBLISHED,
     W_RECSIZE,
+    W_SCHEMA,
     W_VERSION,
     _W,
     _copy_in,
@@ -61,9 +65,13 @@ class Producer(_Endpoint):
 
     role = "producer"
 
-    def __init__(self, name, shm, lock, alert_threshold_pct: float, notes: list[str]) -> None:
-        super().__init__(name, shm, lock)
+    def __init__(self, name, shm, lock, alert_threshold_pct: float, notes: list[str],
+                 schema: TelemetrySchema | None = None) -> None:
+        super().__init__(name, shm, lock, schema)
         self.notes = notes
+        # Called as on_account(records, overwritten, now_us) after every publish / flush
+        # (once per batch, never per record): a caller's hook for its own rolling windows.
+        self.on_account: Callable[[int, int, int], None] | None = None
         self.alert_threshold_pct = float(alert_threshold_pct)
         self._unaccounted = 0
         # Hot-path handles for put(): the header words and the raw record bytes.
@@ -85,6 +93,7 @@ class Producer(_Endpoint):
         capacity: int,
         alert_threshold_pct: float = 80.0,
         lock_retry_s: float = 3.0,
+        telemetry: TelemetrySchema | None = None,
     ) -> "Producer":
         """Take the producer role of ring ``name``, creating or replacing the segment.
 
@@ -99,23 +108,23 @@ class Producer(_Endpoint):
         lock = S.RoleLock(name, "producer")
         lock.acquire(lock_retry_s)
         try:
-            shm, notes = cls._create_or_attach(name, capacity)
+            shm, notes = cls._create_or_attach(name, capacity, telemetry)
         except BaseException:
             lock.release()
             raise
-        return cls._adopt(name, shm, lock, alert_threshold_pct, notes)
+        return cls._adopt(name, shm, lock, alert_threshold_pct, notes, telemetry)
 
     @staticmethod
-    def _create_or_attach(name: str, capacity: int):
+    def _create_or_attach(name: str, capacity: int, schema: TelemetrySchema | None = None):
         notes: list[str] = []
         try:
             shm = S.attach_segment(name)
         except FileNotFoundError:
-            return _create(name, capacity), [f"created ring {name!r} with capacity {capacity}"]
+            return _create(name, capacity, schema), [f"created ring {name!r} with capacity {capacity}"]
         except RingMissing:
             # Empty file: a creator died before sizing it (we hold the producer lock).
             S.unlink_segment(name)
-            return _create(name, capacity), [f"replaced half-created ring {name!r}"]
+            return _create(name, capacity, schema), [f"replaced half-created ring {name!r}"]
         size_ok = shm.size >= L.HEADER_BYTES
         h = _Header(shm.buf, None)
         magic = h.u[W_MAGIC] if size_ok else 0
@@ -124,7 +133,7 @@ class Producer(_Endpoint):
             del h
             shm.close()
             S.unlink_segment(name)
-            return _create(name, capacity), [f"replaced half-created ring {name!r}"]
+            return _create(name, capacity, schema), [f"replaced half-created ring {name!r}"]
         if magic != L.MAGIC:
             del h
             shm.close()
@@ -132,7 +141,19 @@ class Producer(_Endpoint):
         published, committed = int(h.u[W_PUBLISHED]), int(h.u[W_COMMITTED])
         drained = committed >= published
         old_cap, version, recsize = int(h.u[W_CAPACITY]), int(h.u[W_VERSION]), int(h.u[W_RECSIZE])
+        fingerprint = int(h.u[W_SCHEMA])
         del h
+        if version == L.LAYOUT_VERSION and schema is not None and fingerprint != schema.fingerprint:
+            # Same ring layout, other telemetry words: the same replace-when-drained rule.
+            shm.close()
+            if not drained:
+                raise RingNotDrained(
+                    f"ring {name!r} has another telemetry schema ({fingerprint:#x}, this version {schema.fingerprint:#x})"
+                    f" and still holds {published - committed} unwritten records; run the previous version's writer"
+                    f" until it is drained, or discard them with 'python -m pipeline delete-ring --name {name}'"
+                )
+            S.unlink_segment(name)
+            return _create(name, capacity, schema), [f"replaced drained ring {name!r} of another telemetry schema"]
         if version != L.LAYOUT_VERSION or recsize != L.RECORD_SIZE:
             shm.close()
             if not drained:
@@ -142,7 +163,7 @@ class Producer(_Endpoint):
                     f" discard them with 'python -m pipeline delete-ring --name {name}'"
                 )
             S.unlink_segment(name)
-            return _create(name, capacity), [f"replaced drained ring {name!r} of layout version {version}"]
+            return _create(name, capacity, schema), [f"replaced drained ring {name!r} of layout version {version}"]
         if shm.size < L.segment_bytes(old_cap):
             shm.close()
             raise LayoutMismatch(
@@ -153,7 +174,7 @@ class Producer(_Endpoint):
             if drained:
                 shm.close()
                 S.unlink_segment(name)
-                return _create(name, capacity), [
+                return _create(name, capacity, schema), [
                     f"replaced drained ring {name!r}: capacity {old_cap} -> {capacity}"
                 ]
             notes.append(
@@ -239,7 +260,7 @@ class Producer(_Endpoint):
             self.doorbell.ring()
 
     def _account(self, n: int) -> None:
-        """Overflow accounting, the hour window, heartbeat and the utilization alert.
+        """Overflow accounting, heartbeat, the ``on_account`` hook and the utilization alert.
 
         ``producer.overwritten`` counts seqs below ``published - capacity`` that were not
         yet committed when their slot was reused (an estimate from the producer's side:
@@ -261,15 +282,8 @@ class Producer(_Endpoint):
                 hu[W_OVERWRITTEN_UPTO] = upto
         t = time.time_ns() // 1000
         self.h.i[W_PRODUCER_HEARTBEAT] = t
-        minute = t // 60_000_000
-        base = L.HOUR_BUCKETS_BASE + (minute % L.HOUR_BUCKETS) * L.HOUR_BUCKET_WORDS
-        if hu[base] != minute:  # a new minute reuses the bucket of an hour ago
-            hu[base + 1] = 0
-            hu[base + 2] = 0
-            hu[base] = minute
-        hu[base + 1] = hu[base + 1] + n
-        if overwritten:
-            hu[base + 2] = hu[base + 2] + overwritten
+        if self.on_account is not None:
+            self.on_account(n, overwritten, t)
         used = end - max(committed, floor)
         pct = 100.0 * used / cap
         threshold = self.alert_threshold_pct
@@ -289,40 +303,15 @@ class Producer(_Endpoint):
         """Records published but not yet committed (at most the capacity)."""
         return min(self._published - int(self.h.u[W_COMMITTED]), self.capacity)
 
-    def plc_slot(self, index: int) -> "PlcSlot":
-        return PlcSlot(self.h, index)
-
     def close(self) -> None:
         if not self.closed and self.h is not None:
             self.flush()
+        self.on_account = None  # a hook may hold views of the mapping (e.g. table rows)
         self._hu = self._dbuf = None  # drop buffer exports before the mapping closes
         super().close()
 
 
-class PlcSlot:
-    """Writer of one per-PLC row of the header's PLC table (producer only)."""
-
-    def __init__(self, h: _Header, index: int) -> None:
-        if not 0 <= index < L.MAX_PLCS:
-            raise IndexError(f"PLC slot {index} out of range (max {L.MAX_PLCS})")
-        self._u = h.u
-        self._i = h.i
-        self._base = L.PLC_TABLE_BASE + index * L.PLC_SLOT_WORDS
-
-    def set_code(self, code: str) -> None:
-        w0, w1 = L.encode_code(code)
-        self._u[self._base] = w0
-        self._u[self._base + 1] = w1
-
-    def set(self, field: str, value: int) -> None:
-        self._i[self._base + L.PLC_SLOT_FIELDS.index(field)] = int(value)
-
-    def add(self, field: str, delta: int = 1) -> None:
-        w = self._base + L.PLC_SLOT_FIELDS.index(field)
-        self._i[w] = self._i[w] + int(delta)
-
-
-def _create(name: str, capacity: int):
+def _create(name: str, capacity: int, schema: TelemetrySchema | None = None):
     size = L.segment_bytes(capacity)
     free = S.shm_free_bytes()
     if size > free:
@@ -338,6 +327,7 @@ def _create(name: str, capacity: int):
     u[W_EPOCH] = secrets.randbits(63) or 1
     h.i[_W["created_us"]] = now_us()
     u[_W["header_bytes"]] = L.HEADER_BYTES
+    u[W_SCHEMA] = 0 if schema is None else schema.fingerprint
     u[W_VERSION] = L.LAYOUT_VERSION
     u[W_MAGIC] = L.MAGIC  # last: an attacher seeing the magic sees a complete header
     del h, u

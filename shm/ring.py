@@ -27,9 +27,9 @@ from .consumer import Consumer, ReadBatch
 from .errors import RingError
 from .header import now_us
 from .observer import Observer, Snapshot
-from .producer import PlcSlot, Producer
+from .producer import Producer
 
-__all__ = ["Consumer", "Observer", "PlcSlot", "Producer", "ReadBatch", "Snapshot", "delete_ring", "now_us"]
+__all__ = ["Consumer", "Observer", "Producer", "ReadBatch", "Snapshot", "delete_ring", "now_us"]
 
 
 def delete_ring(name: str, force: bool = False) -> list[str]:

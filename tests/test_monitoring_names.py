@@ -68,7 +68,7 @@ def scrape(port: int) -> tuple[set[str], dict[str, list[dict[str, str]]]]:
 
 def health_check_codes() -> set[str]:
     """The codes tagpipe_health_check{check} can carry (a failing check only has a series)."""
-    return set(re.findall(r'Check\("(\w+)"', (REPO / "shm" / "stats.py").read_text()))
+    return set(re.findall(r'Check\("(\w+)"', (REPO / "pipeline" / "common" / "telemetry.py").read_text()))
 
 
 @pytest.fixture(scope="module")

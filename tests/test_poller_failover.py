@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from pipeline.common.telemetry import SCHEMA, plc_rows
 from shm import Observer
 from shm.layout import FLAG_NULL, QUALITY_BAD, QUALITY_GOOD
 from tests.conftest import spawn, stop
@@ -78,8 +79,8 @@ def test_dead_plcs_do_not_delay_a_healthy_one_and_recover(tmp_path, ring_name):
         wait_for(lambda: reader.drain() is not None and qualities(reader, "FLAKY")[-1] == QUALITY_GOOD, timeout=30)
         time.sleep(0.5)
 
-        with Observer(ring_name) as obs:
-            rows = {r["plc_code"]: r for r in obs.snapshot().plcs}
+        with Observer(ring_name, telemetry=SCHEMA) as obs:
+            rows = {r.plc_code: r for r in plc_rows(obs.snapshot())}
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
@@ -112,10 +113,10 @@ def test_dead_plcs_do_not_delay_a_healthy_one_and_recover(tmp_path, ring_name):
     assert reader.of("FLAKY", "D1")["value"][-1] == 8
 
     # The PLC table the web process shows.
-    assert rows["HEALTHY"]["connected"] == 1 and rows["HEALTHY"]["errors"] == 0
+    assert rows["HEALTHY"].connected == 1 and rows["HEALTHY"].errors == 0
     for code in ("BLACKHOLE", "REFUSED"):
-        assert rows[code]["connected"] == 0 and rows[code]["errors"] >= 1
-        assert rows[code]["consecutive_errors"] >= 1 and rows[code]["last_good_poll_us"] == 0
-    assert rows["FLAKY"]["errors"] >= 2 and rows["FLAKY"]["consecutive_errors"] == 0
-    assert rows["FLAKY"]["connected"] == 1 and rows["FLAKY"]["last_error_us"] > 0
+        assert rows[code].connected == 0 and rows[code].errors >= 1
+        assert rows[code].consecutive_errors >= 1 and rows[code].last_good_poll_us is None  # never a good poll
+    assert rows["FLAKY"].errors >= 2 and rows["FLAKY"].consecutive_errors == 0
+    assert rows["FLAKY"].connected == 1 and rows["FLAKY"].last_error_us > 0
     assert "FLAKY/group0 does not answer" in err and "FLAKY/group0 answers again" in err

@@ -12,6 +12,7 @@ from pipeline.poller import registers as R
 from pipeline.poller.config import load_plant
 from pipeline.poller.sources.base import SourceUnavailable
 from pipeline.poller.sources.modbus import ModbusPlc, quiet_pymodbus
+from pipeline.common.telemetry import open_consumer, open_producer
 from shm.layout import QUALITY_BAD, QUALITY_GOOD
 from tests.poller_helpers.modbus_server import Blackhole, ModbusTestServer, refused_port
 
@@ -200,14 +201,13 @@ def test_dead_plc_raises_within_its_timeout(tmp_path, kind):
 
 def test_deadband_against_a_real_plc_publishes_moves_and_max_silence(tmp_path, ring_name):
     from pipeline.poller.scheduler import GroupPoller
-    from shm import Consumer, Producer
 
     with ModbusTestServer(holding=[100, 100, 100]) as srv:
         lines = ('    { address = "D0", type = "uint16", deadband = 5, max_silence_s = 60 },\n'
                  '    { address = "D1", type = "uint16" },\n'
                  '    { address = "D2", type = "uint16", deadband = 5, max_silence_s = 0.45 }')
         plant = _toml(tmp_path, srv.port, lines, interval=0.1)
-        producer = Producer.open(ring_name, 10_000)
+        producer = open_producer(ring_name, 10_000)
         try:
             async def go():
                 src = ModbusPlc(plant.plcs[0])
@@ -228,7 +228,7 @@ def test_deadband_against_a_real_plc_publishes_moves_and_max_silence(tmp_path, r
             suppressed = producer.get("poller.suppressed")
         finally:
             producer.close()
-    consumer = Consumer.open(ring_name, wait=False)
+    consumer = open_consumer(ring_name, wait=False)
     try:
         recs = consumer.read(10_000).records
     finally:

@@ -20,7 +20,7 @@ from pipeline.poller.config import load_plant
 from pipeline.poller.scheduler import GroupPoller
 from pipeline.poller.sources.base import SourceUnavailable
 from pipeline.poller.sources.opcua import OpcUaPlc, quality_of
-from shm import Producer
+from pipeline.common.telemetry import open_producer
 from shm.layout import QUALITY_BAD, QUALITY_GOOD, QUALITY_UNCERTAIN
 from tests.poller_helpers.modbus_server import Blackhole, refused_port
 from tests.poller_helpers.opcua_server import TYPED, OpcUaTestServer, make_certificates
@@ -275,7 +275,7 @@ def test_scheduler_bad_once_per_episode_and_slow_server_does_not_delay_another(t
                      code="GOOD").plcs[0]
         dead = plant(tmp_path, f"opc.tcp://127.0.0.1:{hole.port}/x", [tag("D100", "ns=2;s=A")], timeout=1.5,
                      code="DEAD").plcs[0]
-        producer = Producer.open(ring_name, 100_000)
+        producer = open_producer(ring_name, 100_000)
         reader = RingReader(ring_name)
         try:
             srcs = [OpcUaPlc(good), OpcUaPlc(dead)]

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from pipeline.common.telemetry import SCHEMA, plc_rows
 from shm import Observer
 from shm.layout import FLAG_NULL, QUALITY_BAD, QUALITY_GOOD
 from tests.conftest import REPO, run, spawn, stop
@@ -35,7 +36,7 @@ def test_simulator_fills_the_ring_and_sigterm_stops_it_cleanly(tmp_path, ring_na
             return codes == DEMO_CODES and len(np.unique(r["ts_us"])) >= 8
 
         wait_for(every_plc_polled_twice, timeout=30)
-        with Observer(ring_name) as obs:
+        with Observer(ring_name, telemetry=SCHEMA) as obs:
             snap = obs.snapshot()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
@@ -57,11 +58,11 @@ def test_simulator_fills_the_ring_and_sigterm_stops_it_cleanly(tmp_path, ring_na
     f = snap.fields
     assert f["poller.plc_count"] == 4 and f["poller.source_kind"] == 0 and f["poller.polls"] > 0
     assert f["poller.values"] >= len(recs) - f["poller.values"] * 0  # counted as published
-    assert {row["plc_code"] for row in snap.plcs} == DEMO_CODES
-    for row in snap.plcs:
-        assert row["connected"] == 1 and row["polls"] > 0 and row["errors"] == 0 and row["tags"] > 0
-        assert row["last_good_poll_us"] > 0 and row["last_duration_us"] >= 0
-    with Observer(ring_name) as obs:
+    assert {row.plc_code for row in plc_rows(snap)} == DEMO_CODES
+    for row in plc_rows(snap):
+        assert row.connected and row.polls > 0 and row.errors == 0 and row.tags > 0
+        assert row.last_good_poll_us > 0 and row.last_duration_us >= 0
+    with Observer(ring_name, telemetry=SCHEMA) as obs:
         assert obs.snapshot().fields["producer.state"] == 0  # closed in order
 
 
@@ -233,7 +234,7 @@ timeout_s = 10
         msg = notify.recv(4096).decode()
         assert "READY=1" in msg
         assert ring_exists(ring_name)  # ready only once the ring is open
-        with Observer(ring_name) as obs:
+        with Observer(ring_name, telemetry=SCHEMA) as obs:
             beats = []
             for _ in range(12):  # 3 s, while the only poll waits 10 s for its answer
                 beats.append(obs.snapshot().fields["producer.heartbeat_us"])

@@ -11,7 +11,8 @@ from pipeline.poller.deadband import Deadband
 from pipeline.poller.scheduler import GroupPoller, Poller
 from pipeline.poller.sources.base import Reading, SourceUnavailable
 from pipeline.poller.sources.simulator import SimulatedPlc
-from shm import Consumer, Observer, Producer
+from pipeline.common.telemetry import SCHEMA, open_consumer, open_producer, plc_rows
+from shm import Observer
 from shm.layout import QUALITY_BAD, QUALITY_GOOD
 
 G, B = QUALITY_GOOD, QUALITY_BAD
@@ -62,7 +63,7 @@ def plc_config(code: str, interval: float, n: int = 3, protocol: str = "simulato
 
 
 def test_overrun_is_counted_and_skipped_not_queued(ring_name):
-    producer = Producer.open(ring_name, 10_000)
+    producer = open_producer(ring_name, 10_000)
     try:
         src = SlowSource(3, 0.25)
         gp = GroupPoller(producer, src, plc_config("SLOW", 0.1), 0, 0)
@@ -86,7 +87,7 @@ def test_overrun_is_counted_and_skipped_not_queued(ring_name):
 
 
 def test_schedule_does_not_drift(ring_name):
-    producer = Producer.open(ring_name, 10_000)
+    producer = open_producer(ring_name, 10_000)
     try:
         # Reads take 20 ms of a 50 ms interval: polls must still start every 50 ms (a
         # scheduler that sleeps "interval" after each poll would start one every 70 ms).
@@ -117,7 +118,7 @@ def test_schedule_does_not_drift(ring_name):
 
 
 def test_poller_publishes_one_batch_per_poll_and_fills_the_plc_table(ring_name):
-    producer = Producer.open(ring_name, 10_000)
+    producer = open_producer(ring_name, 10_000)
     stop_flag = {"stop": False}
     plant = PlantConfig("test", (plc_config("SIMA", 0.1, 5), plc_config("SIMB", 0.2, 2)))
     try:
@@ -132,15 +133,15 @@ def test_poller_publishes_one_batch_per_poll_and_fills_the_plc_table(ring_name):
         batches = producer.get("producer.batches")
         polls = producer.get("poller.polls")
         assert batches == polls  # one publish per poll
-        with Observer(ring_name) as obs:
+        with Observer(ring_name, telemetry=SCHEMA) as obs:
             snap = obs.snapshot()
         assert snap.fields["poller.plc_count"] == 2
-        assert [r["plc_code"] for r in snap.plcs] == ["SIMA", "SIMB"]
-        assert [r["tags"] for r in snap.plcs] == [5, 2]
-        assert sum(r["values"] for r in snap.plcs) == snap.fields["poller.values"] == producer.published
+        assert [r.plc_code for r in plc_rows(snap)] == ["SIMA", "SIMB"]
+        assert [r.tags for r in plc_rows(snap)] == [5, 2]
+        assert sum(r.values for r in plc_rows(snap)) == snap.fields["poller.values"] == producer.published
     finally:
         producer.close()
-    consumer = Consumer.open(ring_name, wait=False)
+    consumer = open_consumer(ring_name, wait=False)
     try:
         recs = consumer.read(10_000).records
     finally:
@@ -154,7 +155,7 @@ def test_poller_publishes_one_batch_per_poll_and_fills_the_plc_table(ring_name):
 def test_wall_clock_step_neither_bunches_nor_skips_polls(ring_name):
     # Timestamps come from the wall clock, the schedule from the monotonic one: an NTP step
     # of an hour backwards shows in the records and nowhere else.
-    producer = Producer.open(ring_name, 10_000)
+    producer = open_producer(ring_name, 10_000)
     try:
         loop_t0 = {"t": None}
         import time as _time
@@ -179,7 +180,7 @@ def test_wall_clock_step_neither_bunches_nor_skips_polls(ring_name):
         assert 8 <= gp.polls <= 12 and gp.overruns <= 2
     finally:
         producer.close()
-    consumer = Consumer.open(ring_name, wait=False)
+    consumer = open_consumer(ring_name, wait=False)
     try:
         ts = consumer.read(1000).records["ts_us"]
     finally:
@@ -243,8 +244,8 @@ class FixedSource:
 def test_nan_or_infinite_register_is_published_bad_with_null_value(ring_name):
     from shm.layout import FLAG_NULL
 
-    producer = Producer.open(ring_name, 1_000)
-    consumer = Consumer.open(ring_name, wait=False)
+    producer = open_producer(ring_name, 1_000)
+    consumer = open_consumer(ring_name, wait=False)
     try:
         src = FixedSource([1.5, float("nan"), float("inf")], [G, G, G])
         gp = GroupPoller(producer, src, plc_config("NAN", 1.0, 3), 0, 0)

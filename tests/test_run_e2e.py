@@ -45,9 +45,10 @@ def wait_until(cond, timeout: float, what: str, step: float = 0.1):
 
 
 def ring_counts(ring: str) -> dict:
+    from pipeline.common.telemetry import SCHEMA
     from shm import Observer
 
-    with Observer(ring) as obs:
+    with Observer(ring, telemetry=SCHEMA) as obs:
         f = obs.snapshot().fields
     return {k: int(f[k]) for k in ("epoch", "producer.published", "producer.padding", "consumer.committed",
                                       "consumer.lost", "consumer.padding", "consumer.delivered", "producer.overwritten")}

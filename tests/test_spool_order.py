@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.common.settings import load_settings
 from pipeline.writer.loop import Writer
 from pipeline.writer.sinks.sqlite import SqliteSink
-from shm import Consumer, Producer
+from pipeline.common.telemetry import open_consumer, open_producer
 from shm import layout as L
 from tests.writer_helpers.util import db_counts
 
@@ -58,8 +58,8 @@ def test_seqs_reach_the_database_in_order_through_outage_replay_and_handover(rin
         },
         env_file=None,
     )
-    prod = Producer.open(ring_name, 4000)
-    cons = Consumer.open(ring_name, wait=False)
+    prod = open_producer(ring_name, 4000)
+    cons = open_consumer(ring_name, wait=False)
     sink = OrderCheckingSink(settings.sqlite_path, settings.sqlite_busy_timeout_s)
     w = Writer(cons, sink, settings)
     w.start()

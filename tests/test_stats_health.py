@@ -1,4 +1,4 @@
-"""shm.stats on its own (no Flask): figures from a real ring snapshot, health rules, liveness."""
+"""pipeline.common.telemetry on its own (no Flask): figures from a real ring snapshot, health rules, liveness."""
 
 from __future__ import annotations
 
@@ -8,37 +8,50 @@ import time
 
 import pytest
 
-from shm import Observer, stats
-from shm import layout as L
+from pipeline.common import telemetry as stats
+from pipeline.common.telemetry import SCHEMA, plc_slot
+from shm import Observer
 from test_web_api import rig  # noqa: F401 (the fixture: a ring with counters set by hand)
 
 
 def figures(rig, **thr):
-    with Observer(rig.name) as obs:
+    with Observer(rig.name, telemetry=SCHEMA) as obs:
         snap = obs.snapshot()
         return stats.figures(snap, stats.Thresholds(**thr), stats.peek_pending_ts_us(obs, snap))
+
+
+def test_read_is_the_figures_and_health_of_one_snapshot(rig):
+    rig.publish(300)
+    rig.commit(100)
+    reading = stats.read(rig.name, stats.Thresholds())
+    f = figures(rig)
+    assert reading.problem is None and reading.figures.buffer == f.buffer
+    assert reading.health == stats.HealthEvaluator().evaluate(f)
+    missing = stats.read(rig.name + "x", stats.Thresholds(), missing_hint=" (hint)")
+    assert missing.figures is None and missing.problem.startswith("ring missing")
+    assert missing.health.status == "unhealthy" and missing.health.reasons[0].endswith("(hint)")
 
 
 def test_figures_of_a_ring_match_its_counters(rig):
     rig.publish(1500)
     rig.commit(400)
     f = figures(rig)
-    assert f["buffer"]["overflow_count"] == 500
-    assert f["buffer"]["overflow_rate_pct"] == pytest.approx(33.333, abs=0.01)
-    assert f["buffer"]["lost"] == 500  # overwritten before the consumer read them
-    assert f["buffer"]["current_size"] == 600
-    assert f["writer_metrics"]["successful_writes"] == 1
-    assert f["writer_metrics"]["avg_batch_size"] == 400
-    assert f["roles"]["writer"]["running"] and f["roles"]["poller"]["running"]
-    assert f["lag"]["records"] == 600
+    assert f.buffer.overflow_count == 500
+    assert f.buffer.overflow_rate_pct == pytest.approx(33.333, abs=0.01)
+    assert f.buffer.lost == 500  # overwritten before the consumer read them
+    assert f.buffer.current_size == 600
+    assert f.writer_metrics.successful_writes == 1
+    assert f.writer_metrics.avg_batch_size == 400
+    assert f.roles.writer.running and f.roles.poller.running
+    assert f.lag.records == 600
 
 
 def test_zeros_mean_not_reported_yet(rig):
     rig.c.set("writer.db_state", 0)
     f = figures(rig)
-    assert f["writer_state"]["db_state"] == "unknown"
-    assert f["writer_state"]["last_commit_us"] is None and f["writer_state"]["disk_free_bytes"] is None
-    assert f["lag"]["oldest_unwritten_age_s"] is None
+    assert f.writer_state.db_state == "unknown"
+    assert f.writer_state.last_commit_us is None and f.writer_state.disk_free_bytes is None
+    assert f.lag.oldest_unwritten_age_s is None
     h = stats.HealthEvaluator().evaluate(f)
     assert h.status == "degraded" and [c.code for c in h.checks] == ["database_unknown"]
 
@@ -57,7 +70,7 @@ def test_old_loss_clears_after_the_hold_time(rig):
     rig.publish(1100)
     rig.commit(1)  # finds 100 lost, sets consumer.last_lost_us
     f = figures(rig)
-    assert f["lag"]["last_loss_age_s"] is not None
+    assert f.lag.last_loss_age_s is not None
     h = stats.HealthEvaluator(stats.Thresholds(loss_hold_s=0.0)).evaluate(f)
     # overflowing_now (this minute's bucket) still counts, whatever the hold time
     assert "values_lost" in [c.code for c in h.checks]
@@ -78,24 +91,24 @@ def test_role_status_names_the_reason(rig):
     rig.c.close()
     rig.c = None
     f = figures(rig)
-    w = f["roles"]["writer"]
-    assert not w["running"] and w["state"] == "stopped" and w["reason"] == "writer stopped"
+    w = f.roles.writer
+    assert not w.running and w.state == "stopped" and w.reason == "writer stopped"
     h = stats.HealthEvaluator().evaluate(f)
     assert h.status == "unhealthy" and h.writer_ok is False and h.poller_ok is True
 
 
 def test_plc_rows_decode_the_table(rig):
     for i, code in enumerate(["KRCWO12ELOA101", "PLC2"]):
-        s = rig.p.plc_slot(i)
+        s = plc_slot(rig.p, i)
         s.set_code(code)
         s.set("connected", i == 0)
         s.set("polls", 10 + i)
         s.set("last_good_poll_us", stats.now_us() - 3_000_000)
         del s  # it holds a view of the mapping, which would keep it from closing
     rig.p.set("poller.plc_count", 2)
-    rows = figures(rig)["plcs"]
-    assert [r["plc_code"] for r in rows] == ["KRCWO12ELOA101", "PLC2"]
-    assert rows[0]["connected"] is True and rows[1]["connected"] is False
-    assert rows[1]["polls"] == 11
-    assert rows[0]["last_good_poll_age_s"] == pytest.approx(3, abs=1)
-    assert L.MAX_PLCS >= 2
+    rows = figures(rig).plcs
+    assert [r.plc_code for r in rows] == ["KRCWO12ELOA101", "PLC2"]
+    assert rows[0].connected is True and rows[1].connected is False
+    assert rows[1].polls == 11
+    assert rows[0].last_good_poll_age_s == pytest.approx(3, abs=1)
+    assert stats.MAX_PLCS >= 2

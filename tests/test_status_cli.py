@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -32,19 +33,23 @@ def test_status_says_the_ring_is_missing(tmp_path, ring_name):
 @pytest.fixture
 def busy_ring(ring_name):
     """A ring with 300 records published, 200 committed in one write of 1.5 ms."""
-    from shm import Consumer, Producer
+    from pipeline.common.telemetry import open_consumer, open_producer, WriterMetrics
 
-    prod = Producer.open(ring_name, 1000, 80.0)
+    prod = open_producer(ring_name, 1000, 80.0)
     now = int(time.time() * 1e6)
     for i in range(300):
         prod.put(now - 1_000_000 + i, float(i), b"KRCWO12ELOA101", f"D{i % 10}".encode(), 1)
     prod.flush()
     prod.heartbeat()
-    cons = Consumer.open(ring_name, wait=False)
+    cons = open_consumer(ring_name, wait=False)
     batch = cons.read(200)
     assert len(batch) == 200
     cons.commit(batch)
-    cons.record_write(True, 200, 1500)
+    metrics = WriterMetrics(cons)
+    metrics.record_write(True, 200, 1500)
+    metrics.corrupt_lines(2)
+    metrics.probes(4)
+    metrics.backlog(1, 10, 8192, now - 60_000_000)
     cons.heartbeat()
     yield prod, cons
     cons.close()
@@ -85,8 +90,12 @@ def test_status_text_reads_like_the_status_page(tmp_path, ring_name, busy_ring):
     assert "100 / 1,000 records (10.0 % full)" in out
     assert "published 300   committed 200" in out
     assert "1 ok, 0 failed" in out
-    for label in ("poller ", "writer ", "database ", "lag ", "backups ", "quarantined "):
+    for label in ("poller ", "writer ", "started ", "database ", "lag ", "backups ", "quarantined "):
         assert any(line.startswith(label) for line in out.splitlines()), label
+    # the header words that used to be written and never read
+    assert "(2 unreadable backup lines)" in out and "probes 4" in out
+    oldest = re.search(r"8,192 bytes, oldest ([0-9.]+) s old\) waiting", out)
+    assert oldest and 59 <= float(oldest.group(1)) <= 90, out
 
 
 def test_status_reads_the_units_environment_file(tmp_path, ring_name):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, spawn, stop
-from shm import Consumer, Producer, delete_ring
+from pipeline.common.telemetry import DB_STATE_CODES, open_consumer, open_producer, WriterMetrics
+from shm import delete_ring
 from shm import layout as L
 from shm.ring import now_us
 
@@ -24,10 +25,10 @@ class Rig:
 
     def __init__(self, name: str, capacity: int = 1000, consumer: bool = True) -> None:
         self.name = name
-        self.p = Producer.open(name, capacity, 80.0)
-        self.c = Consumer.open(name, wait=False) if consumer else None
+        self.p = open_producer(name, capacity, 80.0)
+        self.c = open_consumer(name, wait=False) if consumer else None
         if self.c is not None:
-            self.c.set("writer.db_state", L.DB_STATE_CODES["up"])
+            self.c.set("writer.db_state", DB_STATE_CODES["up"])
             self.c.set("writer.sink_kind", 1)
 
     def publish(self, n: int, age_s: float = 0.0, plc: str = PLC, tag: str = "D100") -> None:
@@ -42,7 +43,7 @@ class Rig:
     def commit(self, n: int, latency_us: int = 2000) -> None:
         batch = self.c.read(n)
         self.c.commit(batch)
-        self.c.record_write(True, len(batch.records), latency_us)
+        WriterMetrics(self.c).record_write(True, len(batch.records), latency_us)
         self.c.add("writer.batches_ok", 1)
         self.c.add("writer.rows_written", len(batch.records))
         self.c.set("writer.last_commit_us", now_us())
@@ -119,7 +120,7 @@ def test_writer_metrics_roll_up_the_ten_second_buckets(rig, app_for):
     rig.publish(600)
     rig.commit(100, latency_us=4000)
     rig.commit(300, latency_us=8000)
-    rig.c.record_write(False, 200, 0)
+    WriterMetrics(rig.c).record_write(False, 200, 0)
     body = client.get("/api/buffer/writer/metrics").get_json()
     for k in ("successful_writes", "failed_writes", "success_rate_pct", "avg_batch_size", "avg_write_latency_ms", "throughput_items_per_sec"):
         assert k in body
@@ -159,7 +160,7 @@ def test_health_is_200_only_when_everything_is_fine(rig, app_for):
 
 def test_database_down_is_degraded_and_disk_full_unhealthy(rig, app_for):
     client = app_for(rig.name)
-    rig.c.set("writer.db_state", L.DB_STATE_CODES["down"])
+    rig.c.set("writer.db_state", DB_STATE_CODES["down"])
     rig.c.set("writer.backup_files_pending", 2)
     r = client.get("/api/buffer/health")
     body = r.get_json()
@@ -172,10 +173,10 @@ def test_database_down_is_degraded_and_disk_full_unhealthy(rig, app_for):
     body = client.get("/api/buffer/health").get_json()
     assert body["status"] == "unhealthy" and "backup disk full: values cannot be spilled" in body["reasons"]
     rig.c.set("writer.disk_state", 0)
-    rig.c.set("writer.db_state", L.DB_STATE_CODES["replaying"])
+    rig.c.set("writer.db_state", DB_STATE_CODES["replaying"])
     body = client.get("/api/buffer/health").get_json()
     assert body["status"] == "degraded" and body["checks"][0]["code"] == "replaying"
-    rig.c.set("writer.db_state", L.DB_STATE_CODES["up"])
+    rig.c.set("writer.db_state", DB_STATE_CODES["up"])
     rig.c.set("writer.backup_files_pending", 0)
     assert client.get("/api/buffer/health").status_code == 200
 
@@ -221,8 +222,8 @@ def test_oldest_unwritten_age_comes_from_the_ring_when_the_writer_cannot_report(
 
 WRITER_SCRIPT = """
 import sys, time
-from shm import Consumer
-c = Consumer.open(sys.argv[1], wait=False)
+from pipeline.common.telemetry import open_consumer
+c = open_consumer(sys.argv[1], wait=False)
 c.set("writer.db_state", 1)
 c.heartbeat()
 print("ready", flush=True)

@@ -23,8 +23,8 @@ import time
 import pytest
 
 from conftest import ARTIFACTS, require_program, spawn, stop
+from pipeline.common.telemetry import DB_STATE_CODES, plc_slot
 from shm import delete_ring
-from shm import layout as L
 from shm.ring import now_us
 from test_web_api import PLC, Rig
 from test_web_process import free_port, get, wait_listening
@@ -188,7 +188,7 @@ def test_status_page_shows_the_api_numbers_and_follows_the_counters(served, brow
     beater = threading.Thread(target=lambda: [rig.beat() for _ in iter(lambda: beating.wait(0.5), True)], daemon=True)
     beater.start()
     try:
-        slot = rig.p.plc_slot(0)
+        slot = plc_slot(rig.p, 0)
         slot.set_code(PLC)
         slot.set("connected", 1)
         slot.set("polls", 1234)
@@ -228,7 +228,7 @@ def test_status_page_shows_the_api_numbers_and_follows_the_counters(served, brow
         marker = browser.eval("window.__marker = Math.random()")
         rig.publish(50_000, age_s=1)  # 75,000 of 100,000: above the 60 % band, under the 80 % alert
         rig.c.set("writer.rows_quarantined", 9)
-        rig.c.set("writer.db_state", L.DB_STATE_CODES["down"])
+        rig.c.set("writer.db_state", DB_STATE_CODES["down"])
         browser.wait_for("document.getElementById('v-used').dataset.value === '75000'")
         page, api = settle(browser, base)
         assert browser.eval("window.__marker") == marker  # same document: no reload

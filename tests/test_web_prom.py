@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shm import layout as L
+from pipeline.common.telemetry import DB_STATE_CODES, plc_slot
 from test_web_api import PLC, Rig, app_for  # noqa: F401  (fixture)
 
 
@@ -27,7 +27,7 @@ def one(m, name, **labels):
 def test_metrics_carry_the_ring_and_writer_counters(ring_name, app_for):  # noqa: F811
     rig = Rig(ring_name)
     try:
-        slot = rig.p.plc_slot(0)
+        slot = plc_slot(rig.p, 0)
         slot.set_code(PLC)
         slot.set("connected", 1)
         slot.set("polls", 42)
@@ -63,7 +63,7 @@ def test_metrics_carry_the_ring_and_writer_counters(ring_name, app_for):  # noqa
         # ring overflowed in this minute: unhealthy, and the failing check is labelled
         assert one(m, "tagpipe_health_status") == 2
         assert one(m, "tagpipe_health_check", check="values_lost", severity="unhealthy") == 1
-        rig.c.set("writer.db_state", L.DB_STATE_CODES["down"])
+        rig.c.set("writer.db_state", DB_STATE_CODES["down"])
         m = scrape(app_for(ring_name))
         assert one(m, "tagpipe_database_up") == 0
         assert one(m, "tagpipe_database_state", state="down") == 1
@@ -77,3 +77,26 @@ def test_metrics_without_a_ring_say_so(ring_name, app_for):  # noqa: F811
     assert one(m, "tagpipe_health_status") == 2
     assert one(m, "tagpipe_health_check", check="ring_missing", severity="unhealthy") == 1
     assert "tagpipe_ring_used_records" not in m
+
+
+def test_metrics_show_start_times_probes_and_the_backup_backlog(ring_name, app_for):  # noqa: F811
+    from pipeline.common.telemetry import WriterMetrics, now_us
+
+    rig = Rig(ring_name)
+    try:
+        t = now_us()
+        rig.p.set("poller.started_us", t - 30_000_000)
+        m_ = WriterMetrics(rig.c)
+        m_.attach(rig.c, "sqlite")
+        m_.backlog(3, 300, 65_536, t - 120_000_000)
+        m_.corrupt_lines(2)
+        m_.probes(5)
+        m = scrape(app_for(ring_name))
+        assert one(m, "tagpipe_process_start_time_seconds", process="poller") == pytest.approx((t - 30_000_000) / 1e6)
+        assert one(m, "tagpipe_process_start_time_seconds", process="writer") == pytest.approx(t / 1e6, abs=5)
+        assert one(m, "tagpipe_backup_bytes_pending") == 65_536
+        assert one(m, "tagpipe_backup_oldest_age_seconds") == pytest.approx(120, abs=5)
+        assert one(m, "tagpipe_backup_corrupt_lines_total") == 2
+        assert one(m, "tagpipe_database_probes_total") == 5
+    finally:
+        rig.close()

@@ -9,7 +9,7 @@ from pipeline.common.settings import load_settings
 from pipeline.writer.batching import BatchPolicy
 from pipeline.writer.loop import Writer
 from pipeline.writer.sinks.sqlite import SqliteSink
-from shm import Consumer, Producer
+from pipeline.common.telemetry import open_consumer, open_producer
 from shm import layout as L
 from tests.writer_helpers.util import db_counts
 
@@ -80,8 +80,8 @@ def rig(ring_name, tmp_path):
         },
         env_file=None,
     )
-    prod = Producer.open(ring_name, 100_000)
-    cons = Consumer.open(ring_name, wait=False)
+    prod = open_producer(ring_name, 100_000)
+    cons = open_consumer(ring_name, wait=False)
     w = Writer(cons, SqliteSink.from_settings(settings), settings)
     w.start()
     yield prod, cons, w, tmp_path / "t.db"

@@ -1,6 +1,7 @@
 """The monitoring web process: JSON API, Prometheus metrics and the operators' status page.
 
-Reads the ring read-only (``shm.Observer``); imports from ``pipeline`` only the shared
+Reads the ring read-only through ``pipeline.common.telemetry`` (the one read path it
+shares with ``pipeline status``); imports from ``pipeline`` only the shared
 plumbing in ``pipeline.common``. ``create_app()`` is the Flask application factory;
 ``python -m web`` serves it with waitress (``web.__main__``).
 """
@@ -11,8 +12,8 @@ from typing import Any, Mapping
 
 from flask import Flask
 
+from pipeline.common import telemetry
 from pipeline.common.settings import load_settings, settings_names
-from shm import stats
 
 from .monitor import Monitor, Sampler
 
@@ -42,7 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.json.sort_keys = False
     app.json.compact = True
-    monitor = Monitor(settings.ring_name, stats.Thresholds.from_settings(settings), settings.web_history_s)
+    monitor = Monitor(settings.ring_name, telemetry.Thresholds.from_settings(settings), settings.web_history_s)
     interval = float((test_config or {}).get("SAMPLE_INTERVAL_S", 1.0))
     sampler = Sampler(monitor, interval).start() if interval > 0 else None
     app.extensions[EXTENSION] = _Runtime(monitor, sampler, settings)

@@ -12,6 +12,8 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from pipeline.common.telemetry import to_json
+
 from . import runtime
 
 log = logging.getLogger("tagpipe.web.api")
@@ -39,7 +41,7 @@ def buffer_status():
     view = _view()
     if view.figures is None:
         return jsonify(_missing(BUFFER_FIELDS, view)), 503
-    body = dict(view.figures["buffer"])
+    body = to_json(view.figures.buffer)
     body.update(ring_present=True, ring=view.ring, taken_us=view.taken_us)
     return jsonify(body)
 
@@ -50,11 +52,10 @@ def writer_metrics():
     if view.figures is None:
         return jsonify(_missing(WRITER_FIELDS, view)), 503
     fig = view.figures
-    body = {k: v for k, v in fig["writer_metrics"].items() if k != "buckets"}
-    writer = fig["roles"]["writer"]
+    body = {k: v for k, v in to_json(fig.writer_metrics).items() if k != "buckets"}
     body.update(
-        is_running=writer["running"],
-        db_state=fig["writer_state"]["db_state"],
+        is_running=fig.roles.writer.running,
+        db_state=fig.writer_state.db_state,
         ring_present=True,
         taken_us=view.taken_us,
     )
@@ -66,18 +67,18 @@ def health_body(view) -> dict:
     fig = view.figures
     details: dict = {"buffer_utilization_pct": None, "backup_file_count": None}
     if fig is not None:
-        ws, lag, roles = fig["writer_state"], fig["lag"], fig["roles"]
+        ws, lag, roles = fig.writer_state, fig.lag, fig.roles
         details.update(
-            buffer_utilization_pct=fig["buffer"]["utilization_pct"],
-            backup_file_count=ws["backup_files_pending"],
-            backup_rows_pending=ws["backup_rows_pending"],
-            oldest_unwritten_age_s=lag["oldest_unwritten_age_s"],
-            lag_records=lag["records"],
-            db_state=ws["db_state"],
-            disk_state=ws["disk_state"],
-            lost=fig["buffer"]["lost"],
-            writer_heartbeat_age_s=roles["writer"]["heartbeat_age_s"],
-            poller_heartbeat_age_s=roles["poller"]["heartbeat_age_s"],
+            buffer_utilization_pct=fig.buffer.utilization_pct,
+            backup_file_count=ws.backup_files_pending,
+            backup_rows_pending=ws.backup_rows_pending,
+            oldest_unwritten_age_s=lag.oldest_unwritten_age_s,
+            lag_records=lag.records,
+            db_state=ws.db_state,
+            disk_state=ws.disk_state,
+            lost=fig.buffer.lost,
+            writer_heartbeat_age_s=roles.writer.heartbeat_age_s,
+            poller_heartbeat_age_s=roles.poller.heartbeat_age_s,
         )
     return {
         "status": h.status,
@@ -87,7 +88,7 @@ def health_body(view) -> dict:
         "poller_ok": h.poller_ok,
         "ring_present": fig is not None,
         "reasons": h.reasons,
-        "checks": [{"code": c.code, "severity": c.severity, "message": c.message} for c in h.checks],
+        "checks": to_json(h.checks),
         "details": details,
         "taken_us": view.taken_us,
     }
@@ -112,19 +113,26 @@ def buffer_metrics():
         }
         body.update(ring_present=False, ring=view.ring, error=view.problem)
         return jsonify(body), 503
-    b, wm, ws = fig["buffer"], fig["writer_metrics"], fig["writer_state"]
+    b, wm, ws = fig.buffer, fig.writer_metrics, fig.writer_state
     return jsonify(
         {
-            "buffer": {k: b[k] for k in ("current_size", "max_size", "utilization_pct", "overflow_count", "overflow_rate_pct", "lost")},
-            "writer": {
-                "is_running": fig["roles"]["writer"]["running"],
-                "successful_writes": wm["successful_writes"],
-                "success_rate_pct": wm["success_rate_pct"],
-                "failed_writes": wm["failed_writes"],
-                "throughput_items_per_sec": wm["throughput_items_per_sec"],
-                "db_state": ws["db_state"],
+            "buffer": {
+                "current_size": b.current_size,
+                "max_size": b.max_size,
+                "utilization_pct": b.utilization_pct,
+                "overflow_count": b.overflow_count,
+                "overflow_rate_pct": b.overflow_rate_pct,
+                "lost": b.lost,
             },
-            "backup": {"file_count": ws["backup_files_pending"], "rows_pending": ws["backup_rows_pending"], "rows_replayed": ws["rows_replayed"]},
+            "writer": {
+                "is_running": fig.roles.writer.running,
+                "successful_writes": wm.successful_writes,
+                "success_rate_pct": wm.success_rate_pct,
+                "failed_writes": wm.failed_writes,
+                "throughput_items_per_sec": wm.throughput_items_per_sec,
+                "db_state": ws.db_state,
+            },
+            "backup": {"file_count": ws.backup_files_pending, "rows_pending": ws.backup_rows_pending, "rows_replayed": ws.rows_replayed},
             "ring_present": True,
             "taken_us": view.taken_us,
         }
@@ -152,7 +160,7 @@ def status():
             "problem": view.problem,
             "taken_us": view.taken_us,
             "health": health_body(view),
-            "figures": view.figures,
+            "figures": to_json(view.figures),
             "thresholds": {
                 "alert_pct": t.alert_pct,
                 "max_lag_s": t.max_lag_s,

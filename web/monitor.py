@@ -1,8 +1,9 @@
 """The web process's one view of the ring: read-only, re-attaching, with health memory and history.
 
 ``Monitor.read()`` takes a fresh snapshot of the ring's header (microseconds: a 16 KB copy)
-and derives every figure from it with ``shm.stats``; every endpoint answers from one
-``View``, so the JSON, the metrics and the page always agree. ``Sampler`` calls
+and derives every figure from it through ``pipeline.common.telemetry`` (the read path
+``pipeline status`` uses too); every endpoint answers from one ``View`` (a
+``telemetry.Reading``), so the JSON, the metrics and the page always agree. ``Sampler`` calls
 ``Monitor.sample()`` once a second in a background thread: that keeps the short history the
 chart draws (in-memory, lost when the web process restarts) and lets health hysteresis
 and the health-change log lines progress even when nobody is asking.
@@ -14,23 +15,15 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 
-from shm import LayoutMismatch, Observer, RingMissing, stats
+from pipeline.common import telemetry
 
 log = logging.getLogger("tagpipe.web.monitor")
 PID_TTL_S = 0.5
 
-
-@dataclass
-class View:
-    """Everything one request needs. ``figures`` is None when the ring cannot be read."""
-
-    ring: str
-    taken_us: int
-    figures: dict | None
-    health: stats.Health
-    problem: str | None  # why the ring cannot be read (missing, other layout)
+# Everything one request needs: ``figures`` is None when the ring cannot be read, and
+# ``problem`` says why (missing, other layout).
+View = telemetry.Reading
 
 
 class Monitor:
@@ -41,61 +34,33 @@ class Monitor:
     none. Never writes to the ring and never signals a process.
     """
 
-    def __init__(self, ring_name: str, thresholds: stats.Thresholds, history_s: int = 600) -> None:
+    def __init__(self, ring_name: str, thresholds: telemetry.Thresholds, history_s: int = 600) -> None:
         self.ring = ring_name
         self.thresholds = thresholds
-        self._obs: Observer | None = None
         self._lock = threading.Lock()
-        self._health = stats.HealthEvaluator(thresholds)
+        self._reader = telemetry.TelemetryReader(ring_name, thresholds, self._pid_alive, log)
         self._history: deque[dict] = deque(maxlen=history_s)
         self._prev: dict | None = None
         self._last_status: str | None = None
-        self._problem_said: str | None = None
         self._pids: dict[int, tuple[float, bool]] = {}
 
     def _pid_alive(self, pid: int) -> bool:
-        """``stats.pid_alive`` remembered for PID_TTL_S: reading /proc/<pid>/stat can take
+        """``telemetry.pid_alive`` remembered for PID_TTL_S: reading /proc/<pid>/stat can take
         a millisecond on a busy machine, and a dead pid is also caught by its heartbeat."""
         now = time.monotonic()
         hit = self._pids.get(pid)
         if hit is not None and now - hit[0] < PID_TTL_S:
             return hit[1]
-        ok = stats.pid_alive(pid)
+        ok = telemetry.pid_alive(pid)
         if len(self._pids) > 16:
             self._pids.clear()
         self._pids[pid] = (now, ok)
         return ok
 
-    def _observer(self) -> tuple[Observer | None, str | None]:
-        if self._obs is not None and self._obs.replaced():
-            log.info("ring %r was replaced or deleted; re-attaching", self.ring)
-            self._obs.close()
-            self._obs = None
-        if self._obs is None:
-            try:
-                self._obs = Observer(self.ring)
-            except RingMissing as e:
-                return None, f"ring missing: {e}"
-            except (LayoutMismatch, OSError, ValueError) as e:
-                return None, f"ring unreadable: {e}"
-            log.info("attached read-only to ring %r (capacity %d)", self.ring, self._obs.capacity)
-        return self._obs, None
-
     def read(self) -> View:
         """Snapshot the ring and evaluate health. Never raises for a missing ring."""
         with self._lock:
-            obs, problem = self._observer()
-            if obs is None:
-                if problem != self._problem_said:
-                    log.warning("%s", problem)
-                    self._problem_said = problem
-                health = self._health.evaluate(None, problem or "ring missing")
-                return View(self.ring, stats.now_us(), None, health, problem)
-            self._problem_said = None
-            snap = obs.snapshot()
-            fig = stats.figures(snap, self.thresholds, stats.peek_pending_ts_us(obs, snap), self._pid_alive)
-            health = self._health.evaluate(fig)
-            return View(self.ring, snap.taken_us, fig, health, None)
+            return self._reader.read()
 
     def sample(self) -> View:
         """Append one point to the history (call about once a second) and log health changes."""
@@ -103,23 +68,23 @@ class Monitor:
         fig = view.figures
         point: dict = {"t_us": view.taken_us, "in_per_s": None, "out_per_s": None, "pending": None, "lag_s": None}
         if fig is not None:
-            buf = fig["buffer"]
-            cur = {"t_us": view.taken_us, "epoch": buf["epoch"], "published": buf["published"], "committed": buf["committed"]}
+            buf = fig.buffer
+            cur = {"t_us": view.taken_us, "epoch": buf.epoch, "published": buf.published, "committed": buf.committed}
             prev = self._prev
             if prev and prev["epoch"] == cur["epoch"] and cur["t_us"] > prev["t_us"]:
                 dt = (cur["t_us"] - prev["t_us"]) / 1e6
                 point["in_per_s"] = round(max(0, cur["published"] - prev["published"]) / dt, 1)
                 point["out_per_s"] = round(max(0, cur["committed"] - prev["committed"]) / dt, 1)
             self._prev = cur
-            point["pending"] = buf["current_size"]
-            point["lag_s"] = fig["lag"]["oldest_unwritten_age_s"] or 0.0
+            point["pending"] = buf.current_size
+            point["lag_s"] = fig.lag.oldest_unwritten_age_s or 0.0
         else:
             self._prev = None
         with self._lock:
             self._history.append(point)
         status = view.health.status
         if status != self._last_status:
-            level = logging.INFO if status == stats.HEALTHY else logging.WARNING
+            level = logging.INFO if status == telemetry.HEALTHY else logging.WARNING
             log.log(level, "health %s%s", status, (": " + "; ".join(view.health.reasons)) if view.health.reasons else "")
             self._last_status = status
         return view
@@ -131,15 +96,13 @@ class Monitor:
 
     def history(self, seconds: float) -> list[dict]:
         """History points of the last ``seconds`` (oldest first)."""
-        cutoff = stats.now_us() - int(seconds * 1e6)
+        cutoff = telemetry.now_us() - int(seconds * 1e6)
         with self._lock:
             return [p for p in self._history if p["t_us"] >= cutoff]
 
     def close(self) -> None:
         with self._lock:
-            if self._obs is not None:
-                self._obs.close()
-                self._obs = None
+            self._reader.close()
 
 
 class Sampler:

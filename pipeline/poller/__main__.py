@@ -20,6 +20,7 @@ import sys
 
 from pipeline.common import exitcodes, sdnotify
 from pipeline.common.process import StopSignals, start_process
+from pipeline.common import telemetry
 from shm import CapacityError, LayoutMismatch, Producer, RoleTaken
 
 from .config import PlantConfig, TagsFileError, load_tags
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def open_ring(settings, log: logging.Logger) -> Producer:
     """Take the producer role. Raises SystemExit with the documented code on failure."""
     try:
-        producer = Producer.open(settings.ring_name, settings.buffer_max_size, settings.buffer_alert_threshold)
+        producer = telemetry.open_producer(settings.ring_name, settings.buffer_max_size, settings.buffer_alert_threshold)
     except RoleTaken as e:
         print(f"tagpipe poller: {e}", file=sys.stderr)
         raise SystemExit(exitcodes.ROLE_TAKEN) from None

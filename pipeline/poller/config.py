@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common.errors import PipelineError
-from shm.layout import MAX_PLCS, check_field_text
+from pipeline.common.telemetry import MAX_PLCS
+from shm.layout import check_field_text
 
 from . import melsec, opcua_config
 from . import registers as R

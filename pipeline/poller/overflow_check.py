@@ -2,7 +2,7 @@
 
 On a scratch ring of ``--buffer-size`` records with no writer attached, publish
 ``buffer-size + overflow-count`` records, print the ring's statistics (as the monitoring
-API computes them, ``shm.stats.buffer_status``) and check them: the ring is full, exactly
+API computes them, ``pipeline.common.telemetry.buffer_status``) and check them: the ring is full, exactly
 ``overflow-count`` records were dropped (oldest first), and the overflow rate is
 ``overflow / (size + overflow)`` (33.3 % for the seed's figures). The scratch ring is
 deleted afterwards, whatever happens. Exit 0 when the figures match, 6 when not.
@@ -17,9 +17,9 @@ import numpy as np
 
 from pipeline.common import exitcodes
 from pipeline.common.process import start_process
-from shm import RECORD_DTYPE, Consumer, Observer, Producer, delete_ring
+from pipeline.common.telemetry import SCHEMA, buffer_status, open_consumer, open_producer
+from shm import RECORD_DTYPE, Observer, delete_ring
 from shm.layout import MAX_CAPACITY, MIN_CAPACITY, QUALITY_GOOD
-from shm.stats import buffer_status
 
 
 def problem_with(args: argparse.Namespace) -> str | None:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     ring = args.ring
     total = args.buffer_size + args.overflow_count
     try:
-        producer = Producer.open(ring, args.buffer_size, settings.buffer_alert_threshold)
+        producer = open_producer(ring, args.buffer_size, settings.buffer_alert_threshold)
     except Exception as e:
         print(f"overflow-check: cannot create scratch ring {ring!r}: {e}", file=sys.stderr)
         return exitcodes.ERROR
@@ -57,11 +57,11 @@ def run(args: argparse.Namespace) -> int:
         recs["quality"] = QUALITY_GOOD
         for off in range(0, total, args.batch):
             producer.publish(recs[off : off + args.batch].copy())
-        with Observer(ring) as obs:
+        with Observer(ring, telemetry=SCHEMA) as obs:
             st = buffer_status(obs.snapshot())
         # What a writer attaching now would get: the newest buffer-size records, oldest
         # dropped first, counted as lost.
-        consumer = Consumer.open(ring, wait=False)
+        consumer = open_consumer(ring, wait=False)
         try:
             batch = consumer.read(total)
         finally:
@@ -71,19 +71,19 @@ def run(args: argparse.Namespace) -> int:
         delete_ring(ring, force=True)
     expected_rate = 100.0 * args.overflow_count / total if total else 0.0
     print(f"overflow check: published {total} records into a ring of {args.buffer_size} with no writer")
-    print(f"  current size       {st['current_size']}")
-    print(f"  max size           {st['max_size']}")
-    print(f"  utilization        {st['utilization_pct']:.1f} %")
-    print(f"  overflow count     {st['overflow_count']}")
-    print(f"  overflow rate      {st['overflow_rate_pct']:.1f} %  (expected {expected_rate:.1f} %)")
+    print(f"  current size       {st.current_size}")
+    print(f"  max size           {st.max_size}")
+    print(f"  utilization        {st.utilization_pct:.1f} %")
+    print(f"  overflow count     {st.overflow_count}")
+    print(f"  overflow rate      {st.overflow_rate_pct:.1f} %  (expected {expected_rate:.1f} %)")
     print(f"  a writer would get {len(batch)} records (values {_span(batch.records)}), {batch.lost} lost")
     problems = []
-    if st["current_size"] != min(args.buffer_size, total):
-        problems.append(f"current size {st['current_size']} != {min(args.buffer_size, total)}")
-    if st["overflow_count"] != args.overflow_count:
-        problems.append(f"overflow count {st['overflow_count']} != {args.overflow_count}")
-    if abs(st["overflow_rate_pct"] - expected_rate) > 0.05:
-        problems.append(f"overflow rate {st['overflow_rate_pct']:.3f} % != {expected_rate:.3f} %")
+    if st.current_size != min(args.buffer_size, total):
+        problems.append(f"current size {st.current_size} != {min(args.buffer_size, total)}")
+    if st.overflow_count != args.overflow_count:
+        problems.append(f"overflow count {st.overflow_count} != {args.overflow_count}")
+    if abs(st.overflow_rate_pct - expected_rate) > 0.05:
+        problems.append(f"overflow rate {st.overflow_rate_pct:.3f} % != {expected_rate:.3f} %")
     if batch.lost != args.overflow_count or len(batch) != min(args.buffer_size, total):
         problems.append(f"reader got {len(batch)} records and {batch.lost} lost")
     elif len(batch) and batch.records["value"][0] != args.overflow_count:

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.common import sdnotify
+from pipeline.common import sdnotify, telemetry
 from shm import RECORD_DTYPE
 from shm.layout import FLAG_NULL, QUALITY_BAD
 from shm.ring import now_us  # wall-clock us since 1970 UTC, the clock of every ring time
@@ -34,7 +34,7 @@ from .sources.base import Source, SourceUnavailable
 
 log = logging.getLogger("tagpipe.poller")
 
-SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3, "mc": 4, "opcua": 5}
+SOURCE_KIND = telemetry.SOURCE_KIND
 HEARTBEAT_S = 0.25
 
 
@@ -48,7 +48,7 @@ class GroupPoller:
         self.plc = plc
         self.group: GroupConfig = plc.groups[group_index]
         self.group_index = group_index
-        self.slot = producer.plc_slot(plc_index)
+        self.slot = telemetry.plc_slot(producer, plc_index)
         self.clock, self.wall = clock, wall
         tags = self.group.tags
         self.n = len(tags)
@@ -197,7 +197,7 @@ class Poller:
         # poller.* counters keep growing across restarts (a restart shows in started_us);
         # the PLC slots start from zero because slot i may now hold another PLC.
         for i, plc in enumerate(self.plant.plcs):
-            slot = p.plc_slot(i)
+            slot = telemetry.plc_slot(p, i)
             slot.set_code(plc.code)
             for f in ("connected", "last_good_poll_us", "last_poll_us", "polls", "errors", "overruns",
                       "last_duration_us", "values", "consecutive_errors", "last_error_us"):

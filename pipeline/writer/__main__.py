@@ -33,7 +33,7 @@ def make_sink(settings):
 
 
 def _attach(settings, signals: StopSignals, tick=lambda: None):
-    from shm import Consumer
+    from pipeline.common.telemetry import open_consumer
 
     def waiting(reason: str) -> None:
         log.info("%s", reason)
@@ -43,7 +43,7 @@ def _attach(settings, signals: StopSignals, tick=lambda: None):
         tick()  # keep systemd's watchdog fed while the poller is down (at most every 2 s)
         return signals()
 
-    return Consumer.open(settings.ring_name, wait=True, on_wait=waiting, stop=stop)
+    return open_consumer(settings.ring_name, wait=True, on_wait=waiting, stop=stop)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Free space under BACKUP_FILE_PATH and what it means for spilling.
 
-States (``shm.layout.DISK_STATE``): ok; low (free below BACKUP_MIN_FREE_MB: a warning,
+States (``pipeline.common.telemetry.DISK_STATE``): ok; low (free below BACKUP_MIN_FREE_MB: a warning,
 spilling goes on); full (a backup write failed for lack of space: the records stay in the
 ring, which then overflows and counts what it drops; logged as an error every time the
 writer tries again).

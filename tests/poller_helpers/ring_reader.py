@@ -6,13 +6,14 @@ import time
 
 import numpy as np
 
-from shm import RECORD_DTYPE, Consumer
+from pipeline.common.telemetry import open_consumer
+from shm import RECORD_DTYPE
 
 
 class RingReader:
     def __init__(self, ring: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        self.consumer = Consumer.open(ring, wait=True, stop=lambda: time.monotonic() > deadline)
+        self.consumer = open_consumer(ring, wait=True, stop=lambda: time.monotonic() > deadline)
         if self.consumer is None:
             raise AssertionError(f"ring {ring!r} did not appear within {timeout} s")
         self.chunks: list[np.ndarray] = []

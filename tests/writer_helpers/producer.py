@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from shm import Producer
+from pipeline.common.telemetry import open_producer
 from shm import layout as L
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    prod = Producer.open(a.ring, a.capacity)
+    prod = open_producer(a.ring, a.capacity)
     t0 = time.monotonic()
     sent = 0
     try:

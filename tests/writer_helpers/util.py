@@ -92,9 +92,10 @@ def db_seqs(path: Path) -> list[int]:
 
 
 def ring_fields(ring: str) -> dict:
+    from pipeline.common.telemetry import SCHEMA
     from shm import Observer
 
-    with Observer(ring) as obs:
+    with Observer(ring, telemetry=SCHEMA) as obs:
         return obs.snapshot().fields
 
 
