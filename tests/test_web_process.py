@@ -154,10 +154,10 @@ def test_web_uses_no_private_waitress_names():
 def test_liveness_probe_needs_an_http_answer(web):
     """The watchdog is fed only after an answer: a socket that accepts but never answers
     (a wedged event loop looks like that) fails the probe within its timeout."""
-    from web.__main__ import answers
+    from pipeline.common.httpprobe import answers
 
     proc, base = web
-    assert answers("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    assert answers("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout_s=5.0)
     with socket.socket() as mute:
         mute.bind(("127.0.0.1", 0))
         mute.listen(1)

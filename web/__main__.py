@@ -15,15 +15,14 @@ restarts it. The history sampler has its own thread, independent of the server l
 from __future__ import annotations
 
 import argparse
-import http.client
 import sys
 import threading
 
 from pipeline.common import exitcodes, sdnotify
+from pipeline.common.httpprobe import answers
 from pipeline.common.process import StopSignals, start_process
 
 THREADS = 4  # request worker threads (each request takes well under 10 ms)
-PROBE_PATH = "/api/status"  # any HTTP answer proves the server serves
 PROBE_TIMEOUT_S = 5.0
 STATUS_EVERY_S = 1.0  # how often systemd's STATUS= line is brought up to date
 
@@ -43,25 +42,6 @@ class ServeSignals(StopSignals):
         if self.serving:
             self.serving = False
             raise StopServing(exitcodes.OK)
-
-
-def probe_host(host: str) -> str:
-    """Where this machine reaches a server bound to ``host`` (the loopback for a wildcard)."""
-    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-def answers(host: str, port: int, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-    """True if an HTTP GET of ``PROBE_PATH`` on ``host:port`` got any HTTP answer within
-    ``timeout_s`` seconds (an error status still proves the server serves). Never raises."""
-    conn = http.client.HTTPConnection(probe_host(host), port, timeout=timeout_s)
-    try:
-        conn.request("GET", PROBE_PATH, headers={"User-Agent": "tagpipe-liveness"})
-        conn.getresponse().read()
-        return True
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 class Liveness(threading.Thread):

@@ -166,6 +166,7 @@ SETTINGS: list[Setting] = [
     Setting("HEALTH_HEARTBEAT_S", "float", 10.0, "A poller/writer heartbeat older than this (s) counts as that process down.", 1.0, 3600.0),
     # --- all processes ---
     Setting("SHUTDOWN_TIMEOUT", "float", 10.0, "Seconds an orderly stop may take (the writer's final flush).", 0.1, 600.0),
+    Setting("SUPERVISOR_HANG_TIMEOUT_S", "float", 60.0, "python -m pipeline: a child whose heartbeat is older than this (s) is killed and restarted.", 2.0, 3600.0),
     Setting("LOG_LEVEL", "choice", "INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
 ]
 
