@@ -18,7 +18,6 @@ from shm.ring import now_us
 
 from .common.httpprobe import answers
 
-RING_ROLES = ("producer", "consumer")
 WEB = "web"
 
 
