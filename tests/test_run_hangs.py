@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.supervisor import ChildSpec, StopRequests, Supervisor
 from test_run_backoff import Clock
+from test_systemd_notify import notify  # noqa: F401 (fixture)
 from test_run_e2e import _pid, check_every_value_once, delivered, get_json, pipeline_run, wait_until  # noqa: F401 (fixture)
 
 
@@ -82,9 +83,10 @@ def test_run_hang_limit_grace_while_starting_or_waiting_for_the_ring(tmp_path, c
 
 
 @pytest.mark.slow
-def test_run_hung_children_are_restarted_and_a_slow_one_is_not(pipeline_run, ring_name, tmp_path):
+def test_run_hung_children_are_restarted_and_a_slow_one_is_not(pipeline_run, notify, ring_name, tmp_path):
     limit = 8.0  # also the grace for a first heartbeat: generous for a loaded test machine
-    proc, lines, port = pipeline_run(ring_name, "--rate", "2000", SUPERVISOR_HANG_TIMEOUT_S=str(limit))
+    sock = notify()  # the supervisor's systemd STATUS= counts the hang restarts
+    proc, lines, port = pipeline_run(ring_name, "--rate", "2000", SUPERVISOR_HANG_TIMEOUT_S=str(limit), NOTIFY_SOCKET=sock.name)
     wait_until(lambda: delivered(ring_name) > 0, 60, "the first committed value")
     wait_until(lambda: get_json(port, "/api/status")[0] == 200, 60, "the web process answering")
     roles = ("poller", "writer", "web")
@@ -109,6 +111,7 @@ def test_run_hung_children_are_restarted_and_a_slow_one_is_not(pipeline_run, rin
         assert _pid(lines, r, n=2) != pids[r]
     took = time.monotonic() - stopped_at
     assert took < limit + 15, f"hangs seen after {took:.1f} s (limit {limit} s)"
+    sock.wait_for(lambda m: "restarted hung" in m and all(f"{r} 1" in m for r in roles), 10, "STATUS= with every hang restart")
     # The restarted children carry on: values flow, the page answers.
     before = delivered(ring_name)
     wait_until(lambda: delivered(ring_name) > before + 2000, 60, "values flowing after the hang restarts")
