@@ -177,13 +177,20 @@ class Supervisor:
     """Starts, watches, restarts and stops the children. ``step()`` is one watch cycle."""
 
     def __init__(
-        self, specs: list[ChildSpec], log: logging.Logger, stops: StopRequests, clock=time.monotonic, beats: Heartbeats | None = None
+        self,
+        specs: list[ChildSpec],
+        log: logging.Logger,
+        stops: StopRequests,
+        clock=time.monotonic,
+        beats: Heartbeats | None = None,
+        kill_hung=os.kill,  # (pid, signal) for a hung child; tests stand in for a kernel that cannot kill it
     ) -> None:
         self.children = [Child(s) for s in specs]
         self.log = log
         self.stops = stops
         self.clock = clock
         self.beats = beats  # None: hangs are not watched
+        self._kill_hung_pid = kill_hung
         self.healthy = True  # no child hung past its limit (gates the supervisor's own watchdog)
         self._next_hang_check = 0.0
         self.ctx = mp.get_context("spawn")
@@ -270,7 +277,7 @@ class Supervisor:
                        name, pid, what, child.spec.hang_timeout_s, child.hangs)
         sdnotify.status(f"restarted hung {name} (pid {pid}); hang restarts: " + ", ".join(f"{c.spec.name} {c.hangs}" for c in self.children if c.hangs))
         try:
-            os.kill(pid, signal.SIGKILL)  # a hung process may ignore SIGTERM; nothing durable is lost
+            self._kill_hung_pid(pid, signal.SIGKILL)  # a hung process may ignore SIGTERM; nothing durable is lost
         except ProcessLookupError:
             pass
 

@@ -82,6 +82,31 @@ def test_run_hang_limit_grace_while_starting_or_waiting_for_the_ring(tmp_path, c
             child.process.join(5)
 
 
+def test_run_supervisor_watchdog_starves_while_a_hung_child_survives_its_kill(tmp_path):
+    """A child in uninterruptible sleep outlives SIGKILL: the supervisor then stops feeding
+    its own systemd watchdog (``healthy``), so systemd restarts the whole run."""
+    spec = ChildSpec("poller", "tests.test_run_fakechild", ("poller", str(tmp_path / "ev")), beat="producer", hang_timeout_s=10.0)
+    clock, beats, kills = Clock(), GivenBeats(), []
+    sup = Supervisor([spec], logging.getLogger("tagpipe.test"), StopRequests(), clock=clock, beats=beats,
+                     kill_hung=lambda pid, sig: kills.append((pid, sig)))
+    sup.start_all()
+    child = sup.children[0]
+    try:
+        beats.ages[child.process.pid] = 1.0
+        sup.step(timeout_s=0)
+        assert sup.healthy and not kills
+        beats.ages[child.process.pid] = 11.0
+        clock.t += 1.0
+        sup.step(timeout_s=0)  # the kill "fails": the child stays
+        assert kills == [(child.process.pid, signal.SIGKILL)]
+        clock.t += 1.0
+        sup.step(timeout_s=0)
+        assert child.alive and not sup.healthy and len(kills) == 1  # said once, not killed in a loop
+    finally:
+        os.kill(child.process.pid, signal.SIGKILL)
+        child.process.join(5)
+
+
 @pytest.mark.slow
 def test_run_hung_children_are_restarted_and_a_slow_one_is_not(pipeline_run, notify, ring_name, tmp_path):
     limit = 8.0  # also the grace for a first heartbeat: generous for a loaded test machine
