@@ -7,7 +7,7 @@ modules would hand them its state). Each child:
 
 - gets its own process group, so a Ctrl-C typed in the terminal reaches only this
   supervisor, which then stops the children in order (poller, writer, web);
-- gets SIGTERM if this supervisor dies (``PR_SET_PDEATHSIG``), so no orphan keeps running;
+- gets one SIGTERM if this supervisor dies (``PR_SET_PDEATHSIG``), so no orphan keeps running;
 - logs straight to the inherited stderr, one ``write()`` per line. multiprocessing-logging
   was measured here to wedge (a child SIGKILLed while holding its queue's lock stopped
   every other child's lines for good, after 1 to 45 kills): see README "operations".
@@ -112,10 +112,23 @@ def _set_parent_death_signal(sig: int) -> None:
         pass
 
 
+# The kernel sends the parent-death signal each time the thread the child counts as its
+# parent exits, and a dying supervisor with threads (the web probe, numpy's pool) has
+# several: a second SIGTERM would make the child exit at once instead of in order. So
+# the child asks for this signal and turns the first one into a single SIGTERM.
+PARENT_DEATH_SIGNAL = signal.SIGUSR2
+
+
+def _on_parent_death(signum, frame) -> None:
+    signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)  # the next ones: nothing more to say
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def child_entry(name: str, module: str, argv: tuple[str, ...]) -> None:
     """Runs in the child interpreter: detach from the terminal's signals, then ``main(argv)``."""
     os.setpgid(0, 0)
-    _set_parent_death_signal(signal.SIGTERM)
+    signal.signal(PARENT_DEATH_SIGNAL, _on_parent_death)
+    _set_parent_death_signal(PARENT_DEATH_SIGNAL)
     if os.getppid() == 1:  # the supervisor died before we set the death signal
         raise SystemExit(exitcodes.ERROR)
     # systemd accepts notifications from the unit's main pid only: the children stay quiet.
