@@ -55,7 +55,7 @@ def replay_rate(n: int, folder: Path) -> float:
             return lambda *a, **k: None
 
     q = Quarantine(str(bdir / "quarantine"))
-    rep = Replay(spool, sink, q, M(), 20_000, lambda src, ep: (lambda rows, errs: q.add_rows(ep, rows, errs, src)))
+    rep = Replay(spool, sink, q, M(), 20_000, lambda src, ep: (lambda rows, errs: q.add_rows(ep, rows, errs, src)), lambda rows, res, lat: None)
     t0 = time.perf_counter()
     while spool.pending:
         rep.step()

@@ -7,13 +7,19 @@ modules would hand them its state). Each child:
 
 - gets its own process group, so a Ctrl-C typed in the terminal reaches only this
   supervisor, which then stops the children in order (poller, writer, web);
-- gets SIGTERM if this supervisor dies (``PR_SET_PDEATHSIG``), so no orphan keeps running;
+- gets one SIGTERM if this supervisor dies (``PR_SET_PDEATHSIG``), so no orphan keeps running;
 - logs straight to the inherited stderr, one ``write()`` per line. multiprocessing-logging
   was measured here to wedge (a child SIGKILLed while holding its queue's lock stopped
   every other child's lines for good, after 1 to 45 kills): see README "operations".
 
 Restart policy: a child that dies unasked is restarted with backoff (1 s doubling to 30 s,
-reset once it has run 30 s) while the others keep running. Exit 2 (bad configuration),
+reset once it has run 30 s) while the others keep running. A child that hangs is treated
+like one that died (gunicorn's arbiter does the same with stale workers): the poller and
+the writer write heartbeats in the ring, the web process answers HTTP (``heartbeats``);
+a child whose heartbeat is older than its limit (SUPERVISOR_HANG_TIMEOUT_S; a child still
+starting gets as long for its first heartbeat) is SIGKILLed, said so in one log line and
+systemd's STATUS=, counted, and restarted. The supervisor's own systemd watchdog is fed
+only while no child is hung. Exit 2 (bad configuration),
 3 (ring needs attention) or 4 (role taken) are not restarted: the whole run stops with
 that code. First SIGINT/SIGTERM: orderly stop; second: SIGKILL every child, exit 5
 (records not yet written stay in the ring and are written by the next run).
@@ -33,6 +39,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_sentinels
 
 from .common import exitcodes, sdnotify
+from .heartbeats import WEB, Heartbeats, WebProbe
 from .common.errors import ConfigError
 from .common.logs import log_settings, setup_logging
 from .common.process import StopSignals
@@ -45,6 +52,8 @@ BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 30.0  # a child that ran this long starts again from the first backoff
 WEB_STOP_S = 5.0
 EXTRA_STOP_S = 5.0  # on top of SHUTDOWN_TIMEOUT, for interpreter exit after the flush
+HANG_CHECK_S = 1.0  # how often heartbeats are read
+WEB_PROBE_MAX_S = 5.0  # the web process is asked at least this often, with this timeout
 
 
 @dataclass(frozen=True)
@@ -56,15 +65,42 @@ class ChildSpec:
     argv: tuple[str, ...] = ()
     stop_timeout_s: float = 10.0
     finishes: bool = False  # exit 0 or 6 ends the run (load mode with a duration) instead of a restart
+    beat: str = ""  # where its heartbeat is: a ring role ("producer", "consumer"), "web", or "" (none)
+    hang_timeout_s: float = 0.0  # heartbeat older than this (s): hung, killed and restarted (0: never)
+    waits_for_ring: bool = False  # no heartbeat while the ring is missing is not a hang (the writer)
 
 
-def default_specs(shutdown_timeout_s: float, poller_argv: tuple[str, ...] = (), poller_finishes: bool = False) -> list[ChildSpec]:
-    """The three processes in start order (stop order is the same: poller first)."""
+def default_specs(
+    shutdown_timeout_s: float,
+    poller_argv: tuple[str, ...] = (),
+    poller_finishes: bool = False,
+    hang_limits_s: dict[str, float] | None = None,
+) -> list[ChildSpec]:
+    """The three processes in start order (stop order is the same: poller first).
+    ``hang_limits_s`` (see ``hang_limits``) per child name; none: hangs are not watched."""
+    limit = (hang_limits_s or {}).get
     return [
-        ChildSpec("poller", "pipeline.poller.__main__", poller_argv, shutdown_timeout_s + EXTRA_STOP_S, poller_finishes),
-        ChildSpec("writer", "pipeline.writer.__main__", (), shutdown_timeout_s + EXTRA_STOP_S),
-        ChildSpec("web", "web.__main__", (), WEB_STOP_S),
+        ChildSpec("poller", "pipeline.poller.__main__", poller_argv, shutdown_timeout_s + EXTRA_STOP_S, poller_finishes,
+                  "producer", limit("poller", 0.0)),
+        ChildSpec("writer", "pipeline.writer.__main__", (), shutdown_timeout_s + EXTRA_STOP_S,
+                  beat="consumer", hang_timeout_s=limit("writer", 0.0), waits_for_ring=True),
+        ChildSpec("web", "web.__main__", (), WEB_STOP_S, beat=WEB, hang_timeout_s=limit("web", 0.0)),
     ]
+
+
+def hang_limits(settings) -> dict[str, float]:
+    """Seconds without a heartbeat after which each child counts as hung.
+
+    SUPERVISOR_HANG_TIMEOUT_S for all three; with Oracle the writer gets at least two
+    database calls (ORACLE_CALL_TIMEOUT_MS each: a batch may take several round trips)
+    plus a connect and a pool wait, its longest legitimate stall between two heartbeats.
+    """
+    limit = float(settings.supervisor_hang_timeout_s)
+    writer = limit
+    if settings.oracle_configured:
+        stall = 2 * settings.oracle_call_timeout_ms / 1000 + settings.oracle_connect_timeout_s + settings.oracle_pool_wait_ms / 1000
+        writer = max(limit, stall)
+    return {"poller": limit, "writer": writer, "web": limit}
 
 
 def _set_parent_death_signal(sig: int) -> None:
@@ -77,10 +113,23 @@ def _set_parent_death_signal(sig: int) -> None:
         pass
 
 
+# The kernel sends the parent-death signal each time the thread the child counts as its
+# parent exits, and a dying supervisor with threads (the web probe, numpy's pool) has
+# several: a second SIGTERM would make the child exit at once instead of in order. So
+# the child asks for this signal and turns the first one into a single SIGTERM.
+PARENT_DEATH_SIGNAL = signal.SIGUSR2
+
+
+def _on_parent_death(signum, frame) -> None:
+    signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)  # the next ones: nothing more to say
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def child_entry(name: str, module: str, argv: tuple[str, ...]) -> None:
     """Runs in the child interpreter: detach from the terminal's signals, then ``main(argv)``."""
     os.setpgid(0, 0)
-    _set_parent_death_signal(signal.SIGTERM)
+    signal.signal(PARENT_DEATH_SIGNAL, _on_parent_death)
+    _set_parent_death_signal(PARENT_DEATH_SIGNAL)
     if os.getppid() == 1:  # the supervisor died before we set the death signal
         raise SystemExit(exitcodes.ERROR)
     # systemd accepts notifications from the unit's main pid only: the children stay quiet.
@@ -105,9 +154,13 @@ class Child:
     spec: ChildSpec
     process: mp.process.BaseProcess | None = None
     started_at: float = 0.0
+    started_mono: float = 0.0  # time.monotonic() at start (the heartbeat sources' clock)
     restart_at: float | None = None
     failures: int = 0
     starts: int = 0
+    hangs: int = 0  # times killed for a stale heartbeat
+    beat_seen_at: float = 0.0  # last time its heartbeat was fresh (supervisor clock), or its start
+    hang_killed_at: float | None = None  # SIGKILLed for a hang, not yet reaped
     exit_codes: list[int] = field(default_factory=list)
 
     @property
@@ -118,19 +171,33 @@ class Child:
 class Supervisor:
     """Starts, watches, restarts and stops the children. ``step()`` is one watch cycle."""
 
-    def __init__(self, specs: list[ChildSpec], log: logging.Logger, stops: StopSignals, clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        specs: list[ChildSpec],
+        log: logging.Logger,
+        stops: StopSignals,
+        clock=time.monotonic,
+        beats: Heartbeats | None = None,
+        kill_hung=os.kill,  # (pid, signal) for a hung child; tests stand in for a kernel that cannot kill it
+    ) -> None:
         self.children = [Child(s) for s in specs]
         self.log = log
         self.stops = stops
         self.clock = clock
+        self.beats = beats  # None: hangs are not watched
+        self._kill_hung_pid = kill_hung
+        self.healthy = True  # no child hung past its limit (gates the supervisor's own watchdog)
+        self._next_hang_check = 0.0
         self.ctx = mp.get_context("spawn")
 
     def start(self, child: Child) -> None:
         spec = child.spec
         child.process = self.ctx.Process(target=child_entry, args=(spec.name, spec.module, spec.argv), name=spec.name)
         child.process.start()
-        child.started_at = self.clock()
+        child.started_at = child.beat_seen_at = self.clock()
+        child.started_mono = time.monotonic()
         child.restart_at = None
+        child.hang_killed_at = None
         child.starts += 1
         self.log.info("started %s (pid %d%s)", spec.name, child.process.pid, f", start {child.starts}" if child.starts > 1 else "")
 
@@ -161,13 +228,66 @@ class Supervisor:
                     return code
             if child.restart_at is not None and now >= child.restart_at and self.stops.count == 0:
                 self.start(child)
+        if self.beats is not None and now >= self._next_hang_check:
+            self._next_hang_check = now + HANG_CHECK_S
+            self.healthy = self.check_hangs(now)
         return None
+
+    def check_hangs(self, now: float) -> bool:
+        """Kill every child whose heartbeat is older than its limit (it is then reaped and
+        restarted like a child that died). Returns True when no child is hung, i.e. none
+        was left alive after being killed for a hang."""
+        healthy = True
+        for child in self.children:
+            spec = child.spec
+            if not child.alive or not spec.beat or spec.hang_timeout_s <= 0:
+                continue
+            if child.hang_killed_at is not None:
+                healthy = False  # SIGKILLed and still there (uninterruptible sleep): systemd decides
+                continue
+            age = self.beats.age_s(spec.beat, child.process.pid, child.started_mono)
+            if age is not None and age <= spec.hang_timeout_s:
+                child.beat_seen_at = now
+                continue
+            if age is None:
+                if spec.waits_for_ring and not self.beats.ring_exists():
+                    child.beat_seen_at = now  # waiting for the poller to create the ring is not a hang
+                    continue
+                # Still starting (or re-attaching to a replaced ring): the limit runs from
+                # its start or its last fresh heartbeat.
+                silent = now - child.beat_seen_at
+                if silent <= spec.hang_timeout_s:
+                    continue
+                what = f"no heartbeat {silent:.1f} s after its start or its last one"
+            else:
+                what = f"heartbeat {age:.1f} s old"
+            self._kill_hung(child, what, now)
+        return healthy
+
+    def _kill_hung(self, child: Child, what: str, now: float) -> None:
+        child.hangs += 1
+        child.hang_killed_at = now
+        name, pid = child.spec.name, child.process.pid
+        self.log.error("%s (pid %d) is hung: %s (limit %.0f s, SUPERVISOR_HANG_TIMEOUT_S); killing it to restart it (hang restart %d)",
+                       name, pid, what, child.spec.hang_timeout_s, child.hangs)
+        sdnotify.status(f"restarted hung {name} (pid {pid}); hang restarts: " + ", ".join(f"{c.spec.name} {c.hangs}" for c in self.children if c.hangs))
+        try:
+            self._kill_hung_pid(pid, signal.SIGKILL)  # a hung process may ignore SIGTERM; nothing durable is lost
+        except ProcessLookupError:
+            pass
+
+    @property
+    def hang_restarts(self) -> dict[str, int]:
+        """Children killed for a stale heartbeat so far, by name."""
+        return {c.spec.name: c.hangs for c in self.children}
 
     def _reap(self, child: Child, now: float) -> int | None:
         code = child.process.exitcode
         child.exit_codes.append(code)
         name = child.spec.name
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code} ({exitcodes.NAMES.get(code, 'unknown')})"
+        if child.hang_killed_at is not None:
+            how += " (hung)"
         if code in FATAL_CODES:
             self.log.error("%s %s: not restarting it; stopping the others", name, how)
             return code
@@ -237,7 +357,8 @@ class Supervisor:
         watchdog = sdnotify.Watchdog()  # when run as a unit itself (Type=notify, WatchdogSec=)
         while self.stops.count == 0 and code is None:
             code = self.step()
-            watchdog.tick()
+            if self.healthy:  # a child hung past its limit that would not die starves it
+                watchdog.tick()
         sdnotify.stopping()
         if self.stops.count:
             self.log.info("%s received: stopping poller, then writer, then web", self.stops.signal_name or "stop")
@@ -268,19 +389,26 @@ def _check_tags(settings) -> str | None:
     return None
 
 
-def supervise(specs: list[ChildSpec], log: logging.Logger, announce: str | None = None) -> int:
+def supervise(specs: list[ChildSpec], log: logging.Logger, announce: str | None = None, beats: Heartbeats | None = None) -> int:
     """Run ``specs`` until stopped; returns the exit code. Installs the stop-signal handlers.
 
     ``announce`` (e.g. where the status page is) is printed once every child has started.
+    ``beats``: where the children's heartbeats are read (None: hangs are not watched).
     """
     stops = StopSignals(exit_on_second=False, hangup=True).install()
-    sup = Supervisor(specs, log, stops)
+    sup = Supervisor(specs, log, stops, beats=beats)
+    if beats is not None:
+        beats.start()
     sup.start_all()
     if announce:
         log.info("%s  (Ctrl-C stops in order; a second Ctrl-C stops at once)", announce)
         print(f"tagpipe: {announce}", flush=True)
     sdnotify.ready(announce)
-    code = sup.run()
+    try:
+        code = sup.run()
+    finally:
+        if beats is not None:
+            beats.close()
     log.info("exit %d (%s)", code, exitcodes.NAMES.get(code, "unknown"))
     return code
 
@@ -309,5 +437,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rate is not None:
         # Load mode always has a duration in the poller; "until stopped" is its longest.
         poller_argv = ("--rate", repr(args.rate), "--duration", repr(args.duration or LOAD_MAX_S))
-    specs = default_specs(settings.shutdown_timeout_s, poller_argv, poller_finishes=args.duration is not None)
-    return supervise(specs, log, f"status page on {status_url(settings.web_host, settings.web_port)}")
+    limits = hang_limits(settings)
+    specs = default_specs(settings.shutdown_timeout_s, poller_argv, poller_finishes=args.duration is not None, hang_limits_s=limits)
+    probe_s = min(WEB_PROBE_MAX_S, limits["web"] / 4)
+    beats = Heartbeats(settings.ring_name, WebProbe(settings.web_host, settings.web_port, every_s=probe_s, timeout_s=probe_s))
+    return supervise(specs, log, f"status page on {status_url(settings.web_host, settings.web_port)}", beats)

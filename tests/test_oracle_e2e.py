@@ -31,6 +31,9 @@ def test_oracle_writer_sigkilled_repeatedly_loses_nothing_and_duplicates_nothing
         # until it holds the consumer role before counting starts.
         wait_until(lambda: "writing ring" in log_text(writer), 60, "the last writer to attach")
         wait_until(lambda: ring_fields(ring_name)["consumer.committed"] >= total, 120, "every record committed from the ring")
+        # On a loaded machine a slow call may spill a batch to a backup file (durable, so
+        # it left the ring): its rows reach the table when it has been replayed.
+        wait_until(lambda: ring_fields(ring_name)["writer.backup_rows_pending"] == 0, 120, "backup files replayed")
         rows = target.rows(table)
         epochs = {r["RING_EPOCH"] for r in rows}
         seqs = sorted(r["SEQ"] for r in rows)

@@ -47,14 +47,15 @@ class Lines:
         raise AssertionError(f"no {n} line(s) matching {pattern!r} within {timeout} s; last lines:\n" + "\n".join(self.lines[-30:]))
 
 
-def _script(tmp: Path, roles: dict[str, list[str]]) -> list[str]:
+def _script(tmp: Path, roles: dict[str, list[str]], prelude: str = "") -> list[str]:
     specs = ", ".join(
         f"ChildSpec({role!r}, 'tests.test_run_fakechild', ({role!r}, {str(tmp / (role + '.events'))!r}, *{opts!r}), 10.0)"
         for role, opts in roles.items()
     )
     code = (
         "import sys\n"
-        "from pipeline.common.logs import setup_logging\n"
+        + prelude
+        + "from pipeline.common.logs import setup_logging\n"
         "from pipeline.supervisor import ChildSpec, supervise\n"
         f"sys.exit(supervise([{specs}], setup_logging('supervisor'), 'status page on http://127.0.0.1:1/'))\n"
     )
@@ -89,8 +90,8 @@ def _gone(pid: int) -> bool:
 def supervisor_run(tmp_path):
     procs = []
 
-    def start(roles: dict[str, list[str]]):
-        proc = spawn(_script(tmp_path, roles), cwd=tmp_path)
+    def start(roles: dict[str, list[str]], prelude: str = ""):
+        proc = spawn(_script(tmp_path, roles, prelude), cwd=tmp_path)
         procs.append(proc)
         return proc, Lines(proc.stderr)
 
@@ -167,8 +168,12 @@ def test_run_second_signal_kills_everything_and_exits_5(supervisor_run, tmp_path
     assert all(_gone(p) for p in pids)
 
 
-def test_run_children_stop_when_the_supervisor_is_killed(supervisor_run, tmp_path):
-    proc, lines = supervisor_run({"poller": [], "writer": [], "web": []})
+@pytest.mark.parametrize("threads", [0, 4])
+def test_run_children_stop_when_the_supervisor_is_killed(supervisor_run, tmp_path, threads):
+    # The kernel sends the parent-death signal once per exiting thread of the parent: with
+    # threads in the supervisor (its web probe) a child must still see a single SIGTERM.
+    prelude = f"import threading\nfor _ in range({threads}): threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+    proc, lines = supervisor_run({"poller": [], "writer": [], "web": []}, prelude)
     pids = [_pid_of(lines, r) for r in ("poller", "writer", "web")]
     proc.kill()
     proc.wait(10)

@@ -171,5 +171,5 @@ def test_replay_skips_a_file_that_disappeared(tmp_path):
         def __getattr__(self, name):
             raise AssertionError(f"{name} must not be used")
 
-    assert Replay(s, Nothing(), Nothing(), Nothing(), 100, lambda *a: None).step() == 1
+    assert Replay(s, Nothing(), Nothing(), Nothing(), 100, lambda *a: None, lambda *a: None).step() == 1
     assert s.pending == [] and s.totals()[:2] == (0, 0)

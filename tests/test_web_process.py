@@ -133,3 +133,35 @@ def test_tells_systemd_ready_pings_the_watchdog_and_says_stopping(ring_name, tmp
     finally:
         stop(proc)
         sock.close()
+
+
+def test_web_uses_no_private_waitress_names():
+    """A waitress upgrade must not break the page: only its public API is used."""
+    import re
+
+    from conftest import REPO
+
+    private = re.compile(r"\b(_map|wasyncore|task_dispatcher|_start)\b")
+    hits = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in sorted((REPO / "web").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if private.search(line)
+    ]
+    assert not hits, "private waitress names in web/:\n" + "\n".join(hits)
+
+
+def test_liveness_probe_needs_an_http_answer(web):
+    """The watchdog is fed only after an answer: a socket that accepts but never answers
+    (a wedged event loop looks like that) fails the probe within its timeout."""
+    from pipeline.common.httpprobe import answers
+
+    proc, base = web
+    assert answers("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout_s=5.0)
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(1)
+        t0 = time.monotonic()
+        assert not answers("127.0.0.1", mute.getsockname()[1], timeout_s=0.5)
+        assert time.monotonic() - t0 < 3.0
+    assert not answers("127.0.0.1", free_port(), timeout_s=0.5)  # nothing listening

@@ -158,3 +158,53 @@ def test_second_writer_exits_4_and_first_waits_for_the_ring(ring_name, tmp_path)
         halt(first)
         if prod is not None:
             halt(prod)
+
+
+def test_writer_follows_a_replaced_ring(ring_name, tmp_path):
+    """The ring is deleted and created anew under a running writer: it attaches to the new
+    one (``Writer.run``) and writes the new epoch's records too, each once."""
+    from shm import delete_ring
+
+    prod = start_producer(ring_name, tmp_path, count=5_000, rate=0, batch=500)
+    writer = start_writer(ring_name, tmp_path, BUFFER_WRITE_INTERVAL="0.05")
+    prod2 = None
+    try:
+        assert producer_done(prod) == 5_000
+        wait_until(lambda: db_counts(db_path(tmp_path))[0] >= 5_000, 60, "the first ring written")
+        halt(prod)
+        first_epoch = ring_value(ring_name, "epoch")
+        delete_ring(ring_name, force=True)  # the writer still holds the consumer role
+        prod2 = start_producer(ring_name, tmp_path, count=3_000, rate=0, batch=500)
+        assert producer_done(prod2) == 3_000
+        assert ring_value(ring_name, "epoch") != first_epoch
+        wait_until(lambda: db_counts(db_path(tmp_path))[0] >= 8_000, 60, "the new ring written")
+        assert db_counts(db_path(tmp_path)) == (8_000, 8_000)
+        wait_until(lambda: ring_value(ring_name, "consumer.pid") == writer.pid, 30, "writer attached to the new ring")
+        assert ring_value(ring_name, "consumer.committed") == 3_000
+        rc, err = finish(writer)
+        assert rc == 0, err
+        assert "was replaced; attaching to the new one" in err and "everything published was written" in err
+    finally:
+        halt(writer)
+        halt(prod)
+        halt(prod2)
+
+
+def test_records_leave_the_ring_in_one_place():
+    """``Writer._durable`` is the only caller of ``Consumer.commit`` in the writer: "where
+    does a record become durable" has one answer in the code."""
+    import ast
+    from pathlib import Path
+
+    import pipeline.writer
+
+    callers = []
+    for path in sorted(Path(pipeline.writer.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "commit"
+                            and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "consumer"):
+                        callers.append(f"{path.name}:{fn.name}")
+    assert callers == ["loop.py:_durable"], callers

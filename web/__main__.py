@@ -2,43 +2,72 @@
 
 Loads settings (a bad one: one line on stderr, exit 2), attaches to the ring read-only
 (or waits for it while answering), listens on WEB_HOST:WEB_PORT, tells systemd it is
-ready, pings the watchdog, and stops on SIGTERM/SIGINT with exit 0. The waitress event
-loop runs here in the main thread, one bounded poll at a time, so a stop request is seen
-within ``POLL_S`` and the sockets are closed by the thread that owns them.
+ready, pings the watchdog, and stops on SIGTERM/SIGINT with exit 0.
+
+Only waitress's public API is used: ``create_server()`` (listening when it returns) and
+``server.run()`` in the main thread, which returns when a ``SystemExit`` interrupts it
+(the way waitress itself stops on Ctrl-C): our stop-signal handler raises one, then
+``server.close()``. The watchdog is pinged by a ``Liveness`` thread only after an HTTP
+request to this very server was answered, so a wedged server stops the pings and systemd
+restarts it. The history sampler has its own thread, independent of the server loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 
 from pipeline.common import exitcodes, sdnotify
+from pipeline.common.httpprobe import answers
 from pipeline.common.process import StopSignals, start_process
 
-POLL_S = 0.5  # longest wait of one event-loop round: bounds how late a stop is seen
 THREADS = 4  # request worker threads (each request takes well under 10 ms)
+PROBE_TIMEOUT_S = 5.0
+STATUS_EVERY_S = 1.0  # how often systemd's STATUS= line is brought up to date
 
 
-def _socket_map(server) -> dict:
-    # A single listener (TcpWSGIServer) keeps its map in ``_map``; several (MultiSocketServer,
-    # e.g. a host name resolving to IPv4 and IPv6) in ``map``.
-    return server.map if hasattr(server, "map") else server._map
+class StopServing(SystemExit):
+    """Raised by the stop-signal handler in the main thread: ``server.run()`` returns."""
 
 
-def serve(server, stop, on_round) -> None:
-    """Run waitress's event loop until ``stop()``; ``on_round()`` after every round (≤ POLL_S)."""
-    from waitress import wasyncore
+class ServeSignals(StopSignals):
+    """``StopSignals`` (first signal: stop; second: exit 5 at once) that also interrupts
+    ``server.run()`` while it runs (at most once)."""
 
-    while not stop():
-        wasyncore.loop(timeout=POLL_S, map=_socket_map(server), use_poll=server.adj.asyncore_use_poll, count=1)
-        on_round()
+    serving = False
+
+    def _handle(self, signum, frame) -> None:
+        super()._handle(signum, frame)
+        if self.serving:
+            self.serving = False
+            raise StopServing(exitcodes.OK)
 
 
-def close_server(server) -> None:
-    from waitress import wasyncore
+class Liveness(threading.Thread):
+    """Pings systemd's watchdog after each answered self-probe, and keeps systemd's
+    STATUS= line showing the pipeline's health. Probes nothing outside systemd."""
 
-    server.task_dispatcher.shutdown()
-    wasyncore.close_all(_socket_map(server))
+    def __init__(self, host: str, port: int, rt) -> None:
+        super().__init__(name="tagpipe-web-liveness", daemon=True)
+        self.host, self.port, self.rt = host, port, rt
+        self.watchdog = sdnotify.Watchdog()
+        self.done = threading.Event()
+        self._told = None
+
+    def run(self) -> None:
+        interval = min(self.watchdog.interval or STATUS_EVERY_S, STATUS_EVERY_S)
+        while not self.done.wait(interval):
+            if self.watchdog.interval is not None and answers(self.host, self.port, min(PROBE_TIMEOUT_S, self.watchdog.interval)):
+                self.watchdog.tick()
+            status = self.rt.monitor.last_status
+            if status != self._told:  # systemctl status shows the pipeline's health
+                sdnotify.status(f"serving on port {self.port}; pipeline {status}")
+                self._told = status
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(PROBE_TIMEOUT_S + 1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         settings, log = start_process("web")
     except SystemExit as e:  # bad setting: the one line is already on stderr
         return int(e.code or exitcodes.CONFIG)
-    stop = StopSignals().install()
+    stop = ServeSignals().install()
 
     from waitress import create_server
 
@@ -57,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app({"SETTINGS": settings})
     rt = runtime(app)
     try:
-        server = create_server(app, host=settings.web_host, port=settings.web_port, threads=THREADS, ident="tagpipe", _start=True)
+        server = create_server(app, host=settings.web_host, port=settings.web_port, threads=THREADS, ident="tagpipe")
     except OSError as e:
         log.error("cannot listen on %s:%d: %s (is another web process running? set WEB_PORT)", settings.web_host, settings.web_port, e)
         rt.close()
@@ -67,26 +96,29 @@ def main(argv: list[str] | None = None) -> int:
     log.info("status page on http://%s:%s/ (API under /api/, metrics at /metrics; ring %r, read-only)", host, port, settings.ring_name)
     if settings.web_host in ("0.0.0.0", "::"):
         log.info("listening on every interface: the plant LAN can read the status (nothing writable, no secrets)")
-    watchdog = sdnotify.Watchdog()
+    liveness = Liveness(settings.web_host, port, rt)
     sdnotify.ready(f"serving on port {port}")
-    told = [None]
-
-    def on_round() -> None:
-        watchdog.tick()
-        status = rt.monitor.last_status
-        if status != told[0]:  # systemctl status shows the pipeline's health
-            sdnotify.status(f"serving on port {port}; pipeline {status}")
-            told[0] = status
-
+    liveness.start()
     try:
-        serve(server, stop, on_round)
+        stop.serving = True
+        if not stop.requested:  # a signal before this point only set the flag
+            server.run()
+        stop.serving = False
+        log.info("stopping on %s", stop.signal_name or "request")
+        sdnotify.stopping()
+    except StopServing:  # the signal came before run() entered its own try
         log.info("stopping on %s", stop.signal_name or "request")
         sdnotify.stopping()
     except Exception:  # loop boundary: log once, exit non-zero so systemd restarts us
         log.exception("web server failed; exiting")
         return exitcodes.ERROR
     finally:
-        close_server(server)
+        stop.serving = False
+        liveness.stop()
+        try:
+            server.close()
+        except OSError:  # already closed by run() (several listeners): nothing left to do
+            pass
         rt.close()
     return exitcodes.OK
 

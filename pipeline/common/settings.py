@@ -207,6 +207,7 @@ class Settings:
     health_heartbeat_s: float = _setting(10.0, "A poller/writer heartbeat older than this (s) counts as that process down.", 1.0, 3600.0)
     # --- all processes ---
     shutdown_timeout_s: float = _setting(10.0, "Seconds an orderly stop may take (the writer's final flush).", 0.1, 600.0, aliases=("SHUTDOWN_TIMEOUT",))
+    supervisor_hang_timeout_s: float = _setting(60.0, "python -m pipeline: a child whose heartbeat is older than this (s) is killed and restarted.", 2.0, 3600.0)
     log_level: str = _setting("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     def __post_init__(self) -> None:

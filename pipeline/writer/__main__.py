@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 from pipeline.common import exitcodes, sdnotify
 from pipeline.common.process import StopSignals, start_process
 
 log = logging.getLogger("tagpipe.writer")
-
-REPLACED_CHECK_S = 1.0
 
 
 def make_sink(settings):
@@ -50,13 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     """Run the writer until stopped. Returns an exit code (see the module docstring)."""
     settings, _ = start_process("writer")
     signals = StopSignals().install()
-    from shm import RoleTaken, RingError
+    from shm import RingError, RoleTaken
 
     from .loop import Writer
 
     watchdog = sdnotify.Watchdog()
+
+    def attach():  # at start, and again when the ring is replaced
+        return _attach(settings, signals, watchdog.tick)
+
     try:
-        consumer = _attach(settings, signals, watchdog.tick)
+        consumer = attach()
     except RoleTaken as e:
         print(f"tagpipe writer: {e}", file=sys.stderr)
         return exitcodes.ROLE_TAKEN
@@ -69,29 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         writer.start()
         sdnotify.ready(status=f"writing ring {settings.ring_name!r} to {writer.sink.kind}")
         log.info("writing ring %r (capacity %d, epoch %d) to %s", settings.ring_name, consumer.capacity, consumer.epoch, writer.sink.kind)
-        next_check = time.monotonic() + REPLACED_CHECK_S
-        while not signals.requested:
-            if not writer.step():
-                writer.run_once_idle()
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + REPLACED_CHECK_S
-                if consumer.replaced():
-                    log.warning("ring %r was replaced; attaching to the new one", settings.ring_name)
-                    consumer.close()
-                    consumer = _attach(settings, signals, watchdog.tick)
-                    if consumer is None:
-                        break
-                    writer.attach(consumer)
-        sdnotify.stopping("flushing")
-        if consumer is not None:
-            consumer.set("consumer.state", 2)  # ROLE_STATE "stopping", for the status page
-        deadline = time.monotonic() + settings.shutdown_timeout_s
-        done = writer.flush(deadline) if consumer is not None else True
-        left = consumer.pending() if consumer is not None else 0
-        if done:
-            log.info("stopped (%s): everything published was written", signals.signal_name or "stop")
-        else:
+        left = writer.run(attach, settings.shutdown_timeout_s)
+        if left:
             log.warning("stopped (%s): %d records not written within SHUTDOWN_TIMEOUT stay in the ring", signals.signal_name or "stop", left)
+        else:
+            log.info("stopped (%s): everything published was written", signals.signal_name or "stop")
         return exitcodes.OK
     except RingError as e:
         log.error("ring problem: %s", e)
@@ -101,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.ERROR
     finally:
         if writer is not None:
-            writer.close()
-        if consumer is not None:
+            writer.close()  # the sink and the ring consumer it has now
+        else:
             consumer.close()
 
 

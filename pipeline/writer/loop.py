@@ -1,12 +1,16 @@
 """The writer loop: ring -> database, exactly once, riding out outages on disk.
 
-One ``step()`` does at most one live batch and one replay chunk:
+``Writer.run()`` is the process: steps until stopped, follows the ring when it is
+replaced, then flushes. One ``step()`` does at most one live batch and one replay chunk:
 
 * **live**: when a batch is due (``batching``), read it from the ring and deliver it:
   to the database (retried ``DB_RETRY_MAX`` times in all, waiting 1 s, 2 s, 4 s ...),
-  or to a backup file. Records leave the ring (``Consumer.commit``) only after the
-  database commit or after the backup file and its folder are fsynced; a writer killed at
-  any instant leaves them in the ring, and the database ignores a second copy.
+  or to a backup file.
+* **durable**: ``Writer._durable`` is the one place where records count as durable: after
+  the database commit, after the backup file and its folder are fsynced, or (replay) after
+  rows of a backup file are committed to the database. Only there do records leave the
+  ring (``Consumer.commit``); a writer killed at any instant leaves them in the ring, and
+  the database ignores a second copy.
 * **circuit**: after a batch used its retries it goes to a backup file and the circuit
   opens: later batches go straight to backup files (no retry time spent), and one
   background ``Prober`` asks the database with backoff and jitter.
@@ -28,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.common import sdnotify
 from shm.ring import Consumer, ReadBatch
 
 from . import disk as D
@@ -36,7 +41,7 @@ from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR
 from .quarantine import Quarantine
 from .replay import Replay
 from .circuit import Circuit
-from .sinks.base import OnRejected, PermanentSinkError, SinkError
+from .sinks.base import OnRejected, PermanentSinkError, SinkError, WriteResult
 from .spool import Spool
 
 log = logging.getLogger("tagpipe.writer.loop")
@@ -44,6 +49,13 @@ log = logging.getLogger("tagpipe.writer.loop")
 DISK_RETRY_S = 2.0  # after a failed backup write, wait this long before trying again
 RETENTION_SWEEP_S = 600.0
 RESCAN_S = 2.0  # how often the backup folder is listed for files placed by others
+REPLACED_CHECK_S = 1.0  # how often the ring is checked for having been replaced
+
+# How records became durable (``Writer._durable``).
+DB = "database"  # the database committed a ring batch
+FILE = "backup file"  # a ring batch is in a backup file, file and folder fsynced
+NOTHING = "nothing to write"  # a ring batch of only lost or padding records
+REPLAY = "replay"  # rows of a backup file committed to the database (already durable on disk)
 
 
 class Writer:
@@ -73,7 +85,8 @@ class Writer:
         self.circuit = Circuit(sink, self.metrics, settings.db_probe_min_interval_s, settings.db_probe_max_interval_s, folder)
         self.consumer = consumer
         self.batching = self._policy(consumer)
-        self.replay = Replay(self.spool, sink, self.quarantine, self.metrics, self.batching.batch_max, self._on_rejected_for)
+        self.replay = Replay(self.spool, sink, self.quarantine, self.metrics, self.batching.batch_max, self._on_rejected_for,
+                             lambda rows, res, lat_us: self._durable(None, REPLAY, rows, res, lat_us))
         self.max_wait_s = 0.25
         self._disk_retry_at = 0.0
         self._next_sweep = 0.0
@@ -108,20 +121,47 @@ class Writer:
         self.publish_gauges(force=True)
 
     def close(self) -> None:
+        """Stop the prober, close the backup file, the sink and the ring consumer."""
         self.circuit.stop()
         self.spool.close()
-        self.publish_gauges(force=True)
+        if self.consumer is not None:
+            self.publish_gauges(force=True)
         try:
             self.sink.close()
         except Exception as e:  # closing must not hide the stop
             log.warning("closing the %s sink: %s", self.sink.kind, e)
+        if self.consumer is not None:
+            self.consumer.close()
+
+    def run(self, reattach: Callable[[], Consumer | None], shutdown_timeout_s: float) -> int:
+        """Write until ``stop()``; then deliver what was published, within
+        ``shutdown_timeout_s`` seconds. When the ring is replaced, ``reattach()`` gives the
+        consumer of the new one (None: stopped while waiting for it). Returns how many
+        published records were not made durable (they stay in the ring)."""
+        next_check = self.clock() + REPLACED_CHECK_S
+        while not self.stop():
+            if not self.step():
+                self.run_once_idle()
+            if self.clock() >= next_check:
+                next_check = self.clock() + REPLACED_CHECK_S
+                if self.consumer.replaced():
+                    log.warning("ring %r was replaced; attaching to the new one", self.consumer.name)
+                    self.consumer.close()
+                    self.consumer = reattach()
+                    if self.consumer is None:
+                        return 0
+                    self.attach(self.consumer)
+        sdnotify.stopping("flushing")
+        self.consumer.set("consumer.state", 2)  # ROLE_STATE "stopping", for the status page
+        if self.flush(self.clock() + shutdown_timeout_s):
+            return 0
+        return self.consumer.pending()
 
     # --- the loop -----------------------------------------------------------------------
 
     def step(self) -> bool:
         """One iteration. Returns True if it did work (the caller may then loop at once)."""
-        self.tick()
-        self.consumer.heartbeat()
+        self._alive()
         self._housekeeping()
         self.circuit.try_close(self.spool.has_work)
         worked = False
@@ -191,7 +231,7 @@ class Writer:
     def _deliver(self, batch: ReadBatch, route: str | None = None, stopping: bool = False, deadline: float = 0.0) -> bool:
         """Make ``batch`` durable and commit it in the ring. False if it stays in the ring."""
         if len(batch.records) == 0:
-            self.consumer.commit(batch)  # only lost or padding records: nothing to write
+            self._durable(batch, NOTHING, 0)
             return True
         route = route or self._route()
         if route == "hold":
@@ -231,9 +271,7 @@ class Writer:
                     self.circuit.trip(code)
                     return False
                 continue
-            lat = int((time.perf_counter() - t0) * 1e6)
-            self.consumer.commit(batch)
-            self.metrics.committed(len(batch.records), res.written, res.duplicates, lat)
+            self._durable(batch, DB, len(batch.records), res, int((time.perf_counter() - t0) * 1e6))
             if res.rejected:
                 log.warning("%d rows of a batch of %d were refused by the database and quarantined", len(res.rejected), len(batch.records))
             return True
@@ -252,12 +290,32 @@ class Writer:
             self._disk_retry_at = self.clock() + DISK_RETRY_S
             self.publish_gauges(force=True)
             return False
-        self.disk.write_ok()
-        self.consumer.commit(batch)
-        self.metrics.spilled(len(batch.records), created)
-        if created:
-            self.metrics.batch_limit(self.batching.limit)
+        self._durable(batch, FILE, len(batch.records), created=created)
         return True
+
+    # --- where records become durable ------------------------------------------------------
+
+    def _durable(self, batch: ReadBatch | None, how: str, rows: int, res: WriteResult | None = None, lat_us: int = 0,
+                 created: int = 0) -> None:
+        """The one place where records count as durable, called right after it happened.
+
+        ``how``: DB (the database committed ``batch``; ``res`` and ``lat_us`` say how it
+        went), FILE (``batch`` is in a backup file, file and folder fsynced; ``created``
+        new files), NOTHING (``batch`` held only lost or padding records), REPLAY (``rows``
+        of a backup file committed to the database; no ring batch). The ring's committed
+        cursor moves past ``batch`` here and nowhere else: its records leave the ring.
+        """
+        if batch is not None:
+            self.consumer.commit(batch)
+        if how in (DB, REPLAY):
+            self.metrics.committed(rows, res.written, res.duplicates, lat_us)
+        if how == REPLAY:
+            self.metrics.replayed(rows)
+        elif how == FILE:
+            self.disk.write_ok()
+            self.metrics.spilled(rows, created)
+            if created:
+                self.metrics.batch_limit(self.batching.limit)
 
     def _on_rejected_for(self, source: str, epoch: int) -> OnRejected:
         def on_rejected(rows: np.ndarray, errors: list) -> None:
@@ -315,6 +373,12 @@ class Writer:
         m.oldest_unwritten()
         self.circuit.publish()
 
+    def _alive(self) -> None:
+        """Sign of life for systemd's watchdog and the ring's heartbeat (which the
+        supervisor and the health checks read): both say the loop turns."""
+        self.tick()
+        self.consumer.heartbeat()
+
     def _ring_pressed(self) -> bool:
         """More than half the ring waits: retries and the replay hand-over give way to spilling."""
         return self.consumer.pending() > self.consumer.capacity // 2
@@ -327,6 +391,6 @@ class Writer:
             left = end - self.clock()
             if left <= 0:
                 return False
-            self.tick()
+            self._alive()
             time.sleep(min(0.05, left))
         return True

@@ -16,7 +16,10 @@ import time
 from typing import Callable
 
 from . import backup as B
-from .sinks.base import OnRejected
+from .sinks.base import OnRejected, WriteResult
+
+# (rows, result, latency us) of one write committed to the database
+OnWritten = Callable[[int, WriteResult, int], None]
 
 log = logging.getLogger("tagpipe.writer.replay")
 
@@ -24,13 +27,16 @@ log = logging.getLogger("tagpipe.writer.replay")
 class Replay:
     """Replays the oldest waiting file of a ``Spool``, one chunk per ``step``."""
 
-    def __init__(self, spool, sink, quarantine, metrics, chunk_rows: int, on_rejected_for: Callable[[str, int], OnRejected]) -> None:
+    def __init__(
+        self, spool, sink, quarantine, metrics, chunk_rows: int, on_rejected_for: Callable[[str, int], OnRejected], on_written: OnWritten
+    ) -> None:
         self.spool = spool
         self.sink = sink
         self.quarantine = quarantine
         self.metrics = metrics
         self.chunk_rows = chunk_rows
         self._on_rejected_for = on_rejected_for  # (source name, epoch) -> OnRejected
+        self._on_written = on_written  # the writer counts rows made durable in one place
         self.name: str | None = None
         self.offset = 0
         self.line_no = 0
@@ -67,9 +73,7 @@ class Replay:
             on_rejected: OnRejected = self._on_rejected_for(name, epoch)
             t0 = time.perf_counter()
             res = self.sink.write(epoch, recs, on_rejected)
-            lat = int((time.perf_counter() - t0) * 1e6)
-            self.metrics.committed(len(recs), res.written, res.duplicates, lat)
-            self.metrics.replayed(len(recs))
+            self._on_written(len(recs), res, int((time.perf_counter() - t0) * 1e6))
         self.offset, self.line_no = chunk.end_offset, chunk.end_line
         self.spool.replayed_rows += chunk.rows + len(chunk.bad)
         if chunk.groups and len(chunk.groups[-1][1]):
