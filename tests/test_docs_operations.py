@@ -49,3 +49,17 @@ def test_readme_operations_make_targets_exist():
     for target in set(re.findall(r"\bmake ([a-z]+)\b", ops)):
         assert re.search(rf"^{target}:", makefile, re.M), target
     assert "$(RUN_ARGS)" in makefile
+
+
+def test_readme_and_docs_links_point_at_files_that_exist():
+    # The README is the front page; the reference lives in docs/. A moved or renamed page
+    # must not leave a dead link behind.
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        assert f"(docs/{doc.name})" in readme, f"README does not point at docs/{doc.name}"
