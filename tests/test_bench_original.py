@@ -27,3 +27,12 @@ def test_a_short_run_stores_every_value_once_with_the_original_columns(tmp_path)
         distinct = conn.execute("SELECT COUNT(DISTINCT PLC_CODE || TAG_ADDRESS) FROM TAG_DATA").fetchone()[0]
     assert cols == ["TS", "PLC_CODE", "TAG_ADDRESS", "TAG_VALUE", "QUALITY"]
     assert distinct == 1_000
+
+
+def test_rates_step_up_until_a_loss_then_bisect():
+    from bench.bench_original import next_rate
+
+    assert next_rate(0, None, 100_000, 5_000) == 100_000
+    assert next_rate(100_000, None, 100_000, 5_000) == 150_000
+    assert next_rate(100_000, 150_000, 100_000, 5_000) == 125_000
+    assert next_rate(0, 100_000, 100_000, 5_000) == 50_000
