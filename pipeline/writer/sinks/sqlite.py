@@ -25,6 +25,7 @@ handed to ``on_rejected`` before the commit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -58,6 +59,7 @@ FROM {TABLE};
 # Not "INSERT OR IGNORE": SQLite's IGNORE also skips rows that break a CHECK or NOT NULL
 # constraint, silently (verified on 3.40), which would lose bad rows instead of
 # quarantining them. The upsert form ignores only a repeated identity.
+@functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
     return (
@@ -69,8 +71,10 @@ def _insert_sql(rows: int) -> str:
 INSERT = _insert_sql(1)
 # Rows per INSERT statement on the batch path. One statement per row spends most of its
 # time stepping the statement, not storing the row: 50 rows per statement took ~2.2x the
-# rows/s of one (BENCHMARKS.md, writer); 50 x 7 = 350 parameters, far below SQLite's limit.
-ROWS_PER_STATEMENT = 50
+# rows/s of one, and 200 rows 1.12x the rows per CPU second of 50 (SqliteSink.write, 5
+# alternating rounds of 300,000 rows: 657,000 vs 588,000; BENCHMARKS.md, writer);
+# 200 x 7 = 1,400 parameters, far below SQLite's limit (32,766 since 3.32).
+ROWS_PER_STATEMENT = 200
 INSERT_MANY = _insert_sql(ROWS_PER_STATEMENT)
 
 
@@ -225,8 +229,9 @@ class SqliteSink:
 
 
 def _insert_rows(conn: sqlite3.Connection, flat: list) -> int:
-    """Insert the rows of ``flat`` (ROWS_PER_STATEMENT to a statement, the rest one by
-    one); returns the rows inserted (a repeated identity is skipped and not counted)."""
+    """Insert the rows of ``flat`` (ROWS_PER_STATEMENT to a statement, the rest in one
+    statement of its own size); returns the rows inserted (a repeated identity is skipped
+    and not counted)."""
     w = R.ROW_WIDTH
     step = w * ROWS_PER_STATEMENT
     full = len(flat) - len(flat) % step
@@ -234,5 +239,5 @@ def _insert_rows(conn: sqlite3.Connection, flat: list) -> int:
     if full:
         written += max(conn.executemany(INSERT_MANY, [flat[i : i + step] for i in range(0, full, step)]).rowcount, 0)
     if full < len(flat):
-        written += max(conn.executemany(INSERT, [flat[i : i + w] for i in range(full, len(flat), w)]).rowcount, 0)
+        written += max(conn.execute(_insert_sql((len(flat) - full) // w), flat[full:]).rowcount, 0)
     return written
