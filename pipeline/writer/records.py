@@ -66,7 +66,7 @@ def flat_row_values(records: np.ndarray, epoch: int) -> list:
 
     This is the form a multi-row INSERT takes its parameters in: building it with seven
     strided slice assignments instead of zipping tuples and flattening them took the
-    conversion from ~0.85 to ~0.3 us per row (BENCHMARKS.md, writer)."""
+    conversion from ~0.85 to ~0.3 us per row (BENCHMARKS.md, throughput)."""
     ts, plc, tag, values, quality, seq = columns(records)
     n = len(ts)
     w = ROW_WIDTH

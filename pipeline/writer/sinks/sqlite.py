@@ -72,7 +72,7 @@ INSERT = _insert_sql(1)
 # Rows per INSERT statement on the batch path. One statement per row spends most of its
 # time stepping the statement, not storing the row: 50 rows per statement took ~2.2x the
 # rows/s of one, and 200 rows 1.12x the rows per CPU second of 50 (SqliteSink.write, 5
-# alternating rounds of 300,000 rows: 657,000 vs 588,000; BENCHMARKS.md, writer);
+# alternating rounds of 300,000 rows: 657,000 vs 588,000; BENCHMARKS.md, throughput);
 # 200 x 7 = 1,400 parameters, far below SQLite's limit (32,766 since 3.32).
 ROWS_PER_STATEMENT = 200
 INSERT_MANY = _insert_sql(ROWS_PER_STATEMENT)
