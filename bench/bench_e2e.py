@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -87,7 +88,31 @@ def sqlite_ceiling(rows_n: int = 200_000, batch: int = 20_000) -> float:
     return rows_n / dt
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, /proc/<pid>/stat utime + stime) ``pid`` has used so far;
+    None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
+    """Run the pipeline at ``rate`` for ``duration`` s, print the figures; 0 if nothing was
+    lost or duplicated and the exit code was 0."""
+    return 0 if measure(rate, duration, buffer_size)["ok"] else 1
+
+
+def measure(rate: float, duration: float, buffer_size: int | None, cpu_window: tuple[float, float] | None = None,
+            with_ceiling: bool = True, quiet: bool = False) -> dict:
+    """Run ``python -m pipeline --rate R --duration S`` and return its figures: "ok" (no
+    value lost or duplicated, exit 0), "published", "rows", "lost", "sustained" (values/s),
+    "db_bytes_per_row" (database file size after the run / rows), and with ``cpu_window``
+    (start, end seconds after start) "cpu": process name -> CPU share of one core over
+    that window (utime + stime from /proc/<pid>/stat). Prints unless ``quiet``."""
+    say = (lambda *a, **k: None) if quiet else print
     ring = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="tagpipe-bench-e2e-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ORACLE_", "BUFFER_", "RING_", "WEB_", "SQLITE_", "BACKUP_", "NOTIFY_SOCKET", "WATCHDOG_"))}
@@ -95,9 +120,10 @@ def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
     if buffer_size:
         env["BUFFER_MAX_SIZE"] = str(buffer_size)
     cmd = [sys.executable, "-m", "pipeline", "--rate", f"{rate:g}", "--duration", f"{duration:g}"]
-    print(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; other engineers' tests may be running)")
-    ceiling = sqlite_ceiling()
-    print(f"bare SQLite ceiling now (executemany of 20,000 prepared rows + commit, WAL, synchronous=FULL): {ceiling:,.0f} rows/s")
+    say(f"load average before: {os.getloadavg()[0]:.2f} (2 cores; other engineers' tests may be running)")
+    ceiling = sqlite_ceiling() if with_ceiling else 0.0
+    if with_ceiling:
+        say(f"bare SQLite ceiling now (executemany of 20,000 prepared rows + commit, WAL, synchronous=FULL): {ceiling:,.0f} rows/s")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     pids: dict[str, int] = {"supervisor": proc.pid}
@@ -116,6 +142,8 @@ def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
     shmem: dict[str, int] = {}
     samples: list[tuple[float, int]] = []  # (t, delivered)
     first_commit_s = None
+    cpu_at: dict[str, dict[str, float]] = {}  # "start"/"end" -> process -> CPU s
+    cpu_t: dict[str, float] = {}
     try:
         while proc.poll() is None:
             for name, pid in list(pids.items()):
@@ -129,6 +157,11 @@ def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
                 samples.append((now, c["consumer.delivered"]))
                 if first_commit_s is None and c["consumer.delivered"] > 0:
                     first_commit_s = now
+            if cpu_window is not None:
+                for mark, at in (("start", cpu_window[0]), ("end", cpu_window[1])):
+                    if mark not in cpu_at and now >= at:
+                        cpu_t[mark] = time.monotonic()
+                        cpu_at[mark] = {k: v for k, v in ((n, cpu_s(p)) for n, p in list(pids.items())) if v is not None}
             if now > duration + 120:
                 print("timed out: stopping the run", file=sys.stderr)
                 proc.send_signal(signal.SIGINT)
@@ -139,15 +172,22 @@ def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
         final = _counters(ring)
         if final is None:
             print("the ring is gone: no figures", file=sys.stderr)
-            return 1
-        rows = sqlite3.connect(work / "data" / "tagpipe.db").execute(
+            return {"ok": False, "published": 0, "rows": 0, "lost": 0, "sustained": 0.0, "ceiling": ceiling,
+                    "db_bytes_per_row": 0.0, "cpu": {}, "exit": code}
+        db = work / "data" / "tagpipe.db"
+        conn = sqlite3.connect(db)
+        rows = conn.execute(
             "SELECT COUNT(*), COUNT(DISTINCT SEQ) FROM TAG_DATA WHERE RING_EPOCH = ?", (final["epoch"],)).fetchone()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        db_bytes = sum(f.stat().st_size for f in db.parent.glob(db.name + "*"))
     finally:
         if proc.poll() is None:
             proc.kill()
         from shm import delete_ring
 
         delete_ring(ring, force=True)
+        shutil.rmtree(work, ignore_errors=True)
     expected = final["producer.published"] - final["consumer.padding"]
     lost = expected - rows[1]  # published values missing from SQLite (the truth)
     moving = [(t, d) for t, d in samples if 0 < d < expected]
@@ -159,19 +199,28 @@ def run_e2e(rate: float, duration: float, buffer_size: int | None) -> int:
         if later:
             t2, d2 = later[0]
             windows.append((d2 - d) / (t2 - t))
-    print(f"command: {' '.join(cmd)}  (cwd: a temporary folder; RING_NAME={ring}{f', BUFFER_MAX_SIZE={buffer_size}' if buffer_size else ''})")
-    print(f"exit code {code}; published {final['producer.published']:,}; in SQLite {rows[0]:,} rows ({rows[1]:,} distinct);"
+    say(f"command: {' '.join(cmd)}  (cwd: a temporary folder; RING_NAME={ring}{f', BUFFER_MAX_SIZE={buffer_size}' if buffer_size else ''})")
+    say(f"exit code {code}; published {final['producer.published']:,}; in SQLite {rows[0]:,} rows ({rows[1]:,} distinct);"
           f" lost {lost:,} (ring: consumer.lost {final['consumer.lost']:,}, producer.overwritten {final['producer.overwritten']:,})")
-    print(f"sustained committed: {sustained:,.0f} values/s over {t_last - t_first:.1f} s ({sustained / ceiling:.0%} of the bare SQLite ceiling)"
+    say(f"sustained committed: {sustained:,.0f} values/s over {t_last - t_first:.1f} s " + (f" ({sustained / ceiling:.0%} of the bare SQLite ceiling)" if ceiling else "")
           + (f"; slowest 10 s window {min(windows):,.0f} values/s" if windows else ""))
-    print(f"time from start to the first committed value: {first_commit_s:.2f} s" if first_commit_s else "no value committed")
-    print("peak resident memory (VmHWM; in brackets the shared ring pages counted in it): "
+    say(f"time from start to the first committed value: {first_commit_s:.2f} s" if first_commit_s else "no value committed")
+    say("peak resident memory (VmHWM; in brackets the shared ring pages counted in it): "
           + ", ".join(f"{k} {v / 1024:.0f} MiB [{shmem.get(k, 0) / 1024:.0f}]" for k, v in sorted(hwm.items())))
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
-    if code != 0 or lost or rows[0] != rows[1] or rows[0] != expected:
-        print("FAILED: values lost or duplicated, or a bad exit code; last log lines:\n" + "\n".join(log_tail[-15:]), file=sys.stderr)
-        return 1
-    return 0
+    say(f"load average after: {os.getloadavg()[0]:.2f}")
+    cpu = {}
+    if "start" in cpu_at and "end" in cpu_at:
+        span = cpu_t["end"] - cpu_t["start"]
+        cpu = {k: (cpu_at["end"][k] - cpu_at["start"][k]) / span for k in cpu_at["end"] if k in cpu_at["start"]}
+        say(f"CPU over {cpu_window[0]:g}-{cpu_window[1]:g} s (share of one core): "
+            + ", ".join(f"{k} {v:.1%}" for k, v in sorted(cpu.items())) + f"; all {sum(cpu.values()):.1%}")
+    bytes_per_row = db_bytes / rows[0] if rows[0] else 0.0
+    say(f"database file after the run: {db_bytes:,} bytes, {bytes_per_row:.1f} bytes per row")
+    ok = not (code != 0 or lost or rows[0] != rows[1] or rows[0] != expected)
+    if not ok:
+        say("FAILED: values lost or duplicated, or a bad exit code; last log lines:\n" + "\n".join(log_tail[-15:]), file=sys.stderr)
+    return {"ok": ok, "published": final["producer.published"], "rows": rows[0], "lost": lost, "sustained": sustained,
+            "ceiling": ceiling, "db_bytes_per_row": bytes_per_row, "cpu": cpu, "exit": code}
 
 
 def _mplog_child_noisy() -> None:

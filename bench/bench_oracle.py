@@ -9,6 +9,14 @@ cursor read/update and the commit) plus tagpipe's own code (numpy -> bind rows),
 a server that applies rows one at a time in Python. It says nothing about how fast a real
 Oracle takes these rows. Side by side, the same batches are converted to bind rows alone
 (no database), which shows how much of a batch's time is ours.
+
+NO-SERVER FIGURE (``--no-server`` for this part alone; it also runs first in the default
+run): the same ``OracleSink.write`` with the network and the server taken out: its
+pooled connection is replaced by an in-process stand-in whose cursor accepts every call at
+once (the cursor row read and update, ``setinputsizes``, each chunk's ``executemany``
+with ``batcherrors``, the commit). Everything tagpipe does per batch still runs (cursor
+position, duplicate filter, numpy -> bind rows, the rejects, chunking): rows/s here is
+what the sink can hand the driver, an upper bound no database can raise.
 """
 
 from __future__ import annotations
@@ -50,12 +58,104 @@ def _start_emulator(folder: str) -> tuple[subprocess.Popen, int]:
     return proc, int(line.split()[1])
 
 
+class _NullCursor:
+    """A cursor that accepts every call at once and keeps the cursor table's one value per
+    epoch, so the sink's exactly-once bookkeeping runs as against a database."""
+
+    def __init__(self, positions: dict[int, int]) -> None:
+        self.positions, self._row, self.rows_handed = positions, None, 0
+
+    def execute(self, sql: str, args=None) -> None:
+        if sql.lstrip().upper().startswith("SELECT"):
+            epoch = int(args[0]) if args else None
+            self._row = (self.positions[epoch],) if epoch in self.positions else None
+        elif sql.lstrip().upper().startswith("UPDATE"):
+            self.positions[int(args[2])] = int(args[0])
+        else:  # INSERT into the cursor table
+            self.positions[int(args[0])] = int(args[1])
+
+    def fetchone(self):
+        return self._row
+
+    def fetchall(self) -> list:
+        return []
+
+    def setinputsizes(self, *sizes) -> None:
+        pass
+
+    def executemany(self, sql: str, rows: list, batcherrors: bool = False, **kw) -> None:
+        self.rows_handed += len(rows)
+
+    def getbatcherrors(self) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_NullCursor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class _NullConnection:
+    def __init__(self) -> None:
+        self.positions: dict[int, int] = {}
+        self.cur = _NullCursor(self.positions)
+
+    def cursor(self) -> _NullCursor:
+        return self.cur
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
+
+
+def no_server(quick: bool, chunk: int) -> list[tuple[int, int, float]]:
+    """(batch size, rows, rows/s) of ``OracleSink.write`` against ``_NullConnection``."""
+    import contextlib
+
+    from pipeline.common.settings import load_settings
+    from pipeline.writer.sinks.oracle import OracleSink
+
+    settings = load_settings({"ORACLE_DSN": "127.0.0.1:9/NOSERVER", "ORACLE_USERNAME": "TAGPIPE", "ORACLE_PASSWORD": "x",
+                              "ORACLE_INSERT_CHUNK_ROWS": str(chunk)}, env_file=None)
+    sink = OracleSink.from_settings(settings)
+    conn = _NullConnection()
+    sink.connection = lambda call_timeout_ms=None: contextlib.nullcontext(conn)  # no pool, no network
+    print(f"NO-SERVER FIGURES: OracleSink.write with an in-process connection that accepts every call (ORACLE_INSERT_CHUNK_ROWS={chunk})")
+    print(f"{'batch':>7} {'rows':>9} {'rows/s':>10} {'ms/batch':>9}")
+    out = []
+    for i, size in enumerate(SIZES):
+        total = max(size * 4, 100_000 if quick else 400_000)
+        batches = [_records(s, min(size, total - s)) for s in range(0, total, size)]
+        handed = conn.cur.rows_handed
+        t0 = time.perf_counter()
+        written = sum(sink.write(2000 + i, b).written for b in batches)
+        took = time.perf_counter() - t0
+        assert written == total == conn.cur.rows_handed - handed, (written, total)
+        assert sink.write(2000 + i, batches[-1]).duplicates == len(batches[-1])  # the cursor position held
+        out.append((size, total, total / took))
+        print(f"{size:>7,} {total:>9,} {total / took:>10,.0f} {took / len(batches) * 1000:>9.2f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench oracle")
     ap.add_argument("--quick", action="store_true", help="fewer rows per batch size")
     ap.add_argument("--chunk", type=int, default=500, help="ORACLE_INSERT_CHUNK_ROWS (the emulator re-parses a message "
                     "once per 8 KB packet, so its cost grows with the square of the rows per round trip)")
+    ap.add_argument("--no-server", action="store_true", help="only the sink's own code path, network and server taken out")
     args, _ = ap.parse_known_args(argv)
+    print(f"load average {os.getloadavg()[0]:.2f} (2 cores shared with other engineers: noisy)")
+    free = no_server(args.quick, args.chunk if args.chunk != 500 else 5_000)
+    print(f"sink alone: {min(r[2] for r in free):,.0f}-{max(r[2] for r in free):,.0f} rows/s handed to the driver")
+    if args.no_server:
+        print("command: .venv/bin/python -m bench oracle --no-server" + (" --quick" if args.quick else ""))
+        return 0
     from pipeline.common.settings import load_settings
     from pipeline.writer.sinks.oracle import OracleSink
 

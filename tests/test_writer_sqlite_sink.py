@@ -53,3 +53,25 @@ def test_batch_across_statement_boundaries_counts_written_duplicates_and_rejecte
         assert got == [s for s in range(n) if s not in bad]
     finally:
         sink.close()
+
+
+def test_flat_row_values_lays_rows_out_in_column_order_with_nulls():
+    from pipeline.writer.records import ROW_WIDTH, flat_row_values
+    from shm.layout import FLAG_NULL, QUALITY_BAD
+
+    recs = records([5, 6, 7])
+    recs["value"][1] = np.nan
+    recs["quality"][2] = QUALITY_BAD
+    recs["flags"][0] = FLAG_NULL
+    recs["tag_address"][2] = b"D7"
+    flat = flat_row_values(recs, -3)
+    assert len(flat) == 3 * ROW_WIDTH
+    rows = [tuple(flat[i : i + ROW_WIDTH]) for i in range(0, len(flat), ROW_WIDTH)]
+    ts0 = 1_700_000_000_000_000
+    assert rows == [
+        (ts0 + 5, "KRCWO12ELOA101", "D100", None, "GOOD", -3, 5),
+        (ts0 + 6, "KRCWO12ELOA101", "D100", None, "GOOD", -3, 6),
+        (ts0 + 7, "KRCWO12ELOA101", "D7", None, "BAD", -3, 7),
+    ]
+    recs["flags"][0] = 0
+    assert flat_row_values(recs[:1], 1)[3] == 2.5

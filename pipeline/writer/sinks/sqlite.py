@@ -25,7 +25,7 @@ handed to ``on_rejected`` before the commit.
 
 from __future__ import annotations
 
-import itertools
+import functools
 import logging
 import os
 import sqlite3
@@ -59,6 +59,7 @@ FROM {TABLE};
 # Not "INSERT OR IGNORE": SQLite's IGNORE also skips rows that break a CHECK or NOT NULL
 # constraint, silently (verified on 3.40), which would lose bad rows instead of
 # quarantining them. The upsert form ignores only a repeated identity.
+@functools.lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
     values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
     return (
@@ -70,8 +71,10 @@ def _insert_sql(rows: int) -> str:
 INSERT = _insert_sql(1)
 # Rows per INSERT statement on the batch path. One statement per row spends most of its
 # time stepping the statement, not storing the row: 50 rows per statement took ~2.2x the
-# rows/s of one (BENCHMARKS.md, writer); 50 x 7 = 350 parameters, far below SQLite's limit.
-ROWS_PER_STATEMENT = 50
+# rows/s of one, and 200 rows 1.12x the rows per CPU second of 50 (SqliteSink.write, 5
+# alternating rounds of 300,000 rows: 657,000 vs 588,000; BENCHMARKS.md, throughput);
+# 200 x 7 = 1,400 parameters, far below SQLite's limit (32,766 since 3.32).
+ROWS_PER_STATEMENT = 200
 INSERT_MANY = _insert_sql(ROWS_PER_STATEMENT)
 
 
@@ -155,13 +158,11 @@ class SqliteSink:
         n = len(records)
         if n == 0:
             return WriteResult()
-        ts, plc, tag, values, quality, seq = R.columns(records)
-        e = R.signed64(epoch)
-        rows = list(zip(ts, plc, tag, values, quality, [e] * n, seq))
+        flat = R.flat_row_values(records, R.signed64(epoch))
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                written, rejected = self._insert(conn, rows, 0)
+                written, rejected = self._insert(conn, flat, 0)
                 if rejected and on_rejected is not None:
                     idx = np.array([r.index for r in rejected], dtype=np.int64)
                     on_rejected(records[idx], rejected)
@@ -175,8 +176,9 @@ class SqliteSink:
             raise TransientSinkError(f"SQLite {self.path}: {err}", _classify(err)) from err
         return WriteResult(written=written, duplicates=n - written - len(rejected), rejected=rejected)
 
-    def _insert(self, conn: sqlite3.Connection, rows: list[tuple], offset: int) -> tuple[int, list[RowError]]:
-        """Insert ``rows`` (batch indices from ``offset``) inside the caller's transaction.
+    def _insert(self, conn: sqlite3.Connection, flat: list, offset: int) -> tuple[int, list[RowError]]:
+        """Insert the rows whose values ``flat`` holds (``R.flat_row_values``; batch indices
+        from ``offset``) inside the caller's transaction.
 
         Returns (rows inserted, rows refused). A constraint error rolls back to a savepoint
         (the rows before the bad one in the same executemany would otherwise stay) and the
@@ -184,17 +186,17 @@ class SqliteSink:
         """
         conn.execute("SAVEPOINT part")
         try:
-            written = _insert_rows(conn, rows)
+            written = _insert_rows(conn, flat)
             conn.execute("RELEASE part")
             return written, []
         except sqlite3.IntegrityError as err:
             conn.execute("ROLLBACK TO part")
             conn.execute("RELEASE part")
-            if len(rows) == 1:
+            if len(flat) == R.ROW_WIDTH:
                 return 0, [RowError(offset, _classify(err), str(err))]
-        mid = len(rows) // 2
-        w1, r1 = self._insert(conn, rows[:mid], offset)
-        w2, r2 = self._insert(conn, rows[mid:], offset + mid)
+        mid = len(flat) // R.ROW_WIDTH // 2
+        w1, r1 = self._insert(conn, flat[: mid * R.ROW_WIDTH], offset)
+        w2, r2 = self._insert(conn, flat[mid * R.ROW_WIDTH :], offset + mid)
         return w1 + w2, r1 + r2
 
     def _reset_after(self, err: sqlite3.Error) -> None:
@@ -226,16 +228,16 @@ class SqliteSink:
                 log.warning("closing SQLite %s: %s", self.path, e)
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: list[tuple]) -> int:
-    """Insert ``rows`` (ROWS_PER_STATEMENT to a statement, the rest one by one); returns
-    the rows inserted (a repeated identity is skipped and not counted)."""
-    k = ROWS_PER_STATEMENT
-    full = len(rows) - len(rows) % k
+def _insert_rows(conn: sqlite3.Connection, flat: list) -> int:
+    """Insert the rows of ``flat`` (ROWS_PER_STATEMENT to a statement, the rest in one
+    statement of its own size); returns the rows inserted (a repeated identity is skipped
+    and not counted)."""
+    w = R.ROW_WIDTH
+    step = w * ROWS_PER_STATEMENT
+    full = len(flat) - len(flat) % step
     written = 0
     if full:
-        flat = list(itertools.chain.from_iterable(rows[:full]))
-        step = 7 * k
-        written += max(conn.executemany(INSERT_MANY, [flat[i : i + step] for i in range(0, len(flat), step)]).rowcount, 0)
-    if full < len(rows):
-        written += max(conn.executemany(INSERT, rows[full:]).rowcount, 0)
+        written += max(conn.executemany(INSERT_MANY, [flat[i : i + step] for i in range(0, full, step)]).rowcount, 0)
+    if full < len(flat):
+        written += max(conn.execute(_insert_sql((len(flat) - full) // w), flat[full:]).rowcount, 0)
     return written
