@@ -84,7 +84,12 @@ PLC_SLOT_WORDS = 16
 # Enumerations stored in header words.
 ROLE_STATE = {0: "stopped", 1: "running", 2: "stopping", 3: "waiting"}
 DB_STATE = {0: "unknown", 1: "up", 2: "down", 3: "probing", 4: "replaying"}
+# issue 18: the writer's first contact, a call that does not answer, a refused login.
+DB_STATE.update({5: "connecting", 6: "not_answering", 7: "login_refused"})
 DB_STATE_CODES = {name: code for code, name in DB_STATE.items()}
+# issue 18: which database call the writer is waiting for (writer.stuck_call).
+STUCK_CALL = {0: "none", 1: "connect", 2: "write", 3: "first contact"}
+STUCK_CALL_CODES = {name: code for code, name in STUCK_CALL.items()}
 SINK_KIND = {0: "none", 1: "sqlite", 2: "oracle"}
 DISK_STATE = {0: "ok", 1: "low", 2: "full"}
 
@@ -216,6 +221,9 @@ FIELDS: list[Field] = (
             ("writer.backup_bytes_pending", "u64", "bytes of backup files waiting for replay"),
             ("writer.backup_oldest_us", "i64", "poll time of the oldest row in backup files waiting for replay (0: none)"),
             ("writer.corrupt_lines", "u64", "unreadable backup-file lines sent to quarantine (total; also in rows_quarantined)"),
+            # issue 18: a database call that has not answered for a while (or was abandoned).
+            ("writer.stuck_call", "u64", "STUCK_CALL code of the database call not answering (0: none)"),
+            ("writer.stuck_since_us", "i64", "when that call started (0: none)"),
         ],
     )
 )

@@ -200,6 +200,9 @@ def writer_state(snap: Snapshot) -> dict:
         "last_latency_ms": round(int(f["writer.last_latency_us"]) / 1000.0, 3),
         "last_error_code": int(f["writer.last_error_code"]),
         "delivered": int(f["consumer.delivered"]),
+        # issue 18: the database call the writer waits for (or abandoned), and since when.
+        "stuck_call": L.STUCK_CALL.get(int(f["writer.stuck_call"]), "unknown") if int(f["writer.stuck_call"]) else None,
+        "stuck_for_s": _round(_age_s(now, f["writer.stuck_since_us"]), 1),
     }
 
 
@@ -347,6 +350,16 @@ class HealthEvaluator:
                 checks.append(Check("replaying", DEGRADED, "catching up: replaying backup files"))
             elif db == "unknown":
                 checks.append(Check("database_unknown", DEGRADED, "database state not reported by the writer yet"))
+            # issue 18: a call that does not answer, a refused login, no contact yet.
+            elif db == "not_answering":
+                call, waited = wr["stuck_call"] or "database call", wr["stuck_for_s"]
+                since = f" for {waited:.0f} s" if waited is not None else ""
+                checks.append(Check("database_not_answering", DEGRADED,
+                                    f"database not answering: {call} waiting{since}; values go to backup files"))
+            elif db == "login_refused":
+                checks.append(Check("login_refused", DEGRADED, "login refused: fix the password (values go to backup files)"))
+            elif db == "connecting":
+                checks.append(Check("database_connecting", DEGRADED, "connecting to the database (no answer yet)"))
             if db == "up" and wr["backup_files_pending"]:
                 checks.append(Check("backups_pending", DEGRADED, f"{wr['backup_files_pending']} backup files waiting for replay"))
         status = max((c.severity for c in checks), key=STATUS_RANK.__getitem__, default=HEALTHY)

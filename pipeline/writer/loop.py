@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from shm.ring import Consumer, ReadBatch
+from shm.ring import Consumer, ReadBatch, now_us
 
 from . import disk as D
 from .batching import BatchPolicy
@@ -36,7 +36,8 @@ from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR
 from .quarantine import Quarantine
 from .replay import Replay
 from .circuit import Circuit
-from .sinks.base import OnRejected, PermanentSinkError, SinkError
+from .guard import CallBusy, CallGuard, GuardedSink, RateMeter, StuckCall, budget_s
+from .sinks.base import OnRejected, PermanentSinkError, SinkError, TransientSinkError
 from .spool import Spool
 
 log = logging.getLogger("tagpipe.writer.loop")
@@ -60,7 +61,11 @@ class Writer:
         tick: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.sink = sink
+        # Database calls run on worker threads, waited for at most a budget (guard.py).
+        self.rate = RateMeter()
+        self.guard = CallGuard(tick=self._beat, on_wait=self._call_waiting, clock=clock)
+        self.sink = sink = GuardedSink(sink, self.guard, self._budget)
+        self._not_answering_shown = False
         self.s = settings
         self.stop = stop
         self.tick = tick
@@ -91,13 +96,16 @@ class Writer:
         self.metrics.attach(self.consumer, self.sink.kind)
         self.spool.scan()
         self.disk.check(force=True)
+        self.metrics.db_state("connecting")  # not "up" before the database has answered once
         try:
             self.circuit.ensure_sink()
+            if not self.sink.contact():
+                raise self.sink.probe_error or TransientSinkError("the database did not answer the first probe")
             self.metrics.db_state("replaying" if self.spool.has_work() else "up")
             self.metrics.error(ERR_NONE)
         except SinkError as e:
             log.error("database not available at start (%s); spilling to %s until it answers", e, self.s.backup_file_path)
-            self.circuit.trip(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
+            self.circuit.trip(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT, e)
         self.publish_gauges(force=True)
 
     def attach(self, consumer: Consumer) -> None:
@@ -122,6 +130,7 @@ class Writer:
         """One iteration. Returns True if it did work (the caller may then loop at once)."""
         self.tick()
         self.consumer.heartbeat()
+        self.rate.update(self.clock(), self.consumer.published)
         self._housekeeping()
         self.circuit.try_close(self.spool.has_work)
         worked = False
@@ -213,7 +222,9 @@ class Writer:
             except (SinkError, OSError) as e:
                 code = ERR_QUARANTINE if isinstance(e, OSError) else (ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
                 self.metrics.failed(code)
-                last = attempt == attempts - 1
+                # A call that outlived the ring's budget is not retried: the ring cannot
+                # wait for another one. Spill now; the prober finds out when it answers.
+                last = attempt == attempts - 1 or isinstance(e, (StuckCall, CallBusy))
                 wait = float(2**attempt)
                 if not last and stopping and self.clock() + wait >= deadline:
                     last = True
@@ -222,7 +233,7 @@ class Writer:
                     "" if last else f"; retrying in {wait:.0f} s",
                 )
                 if last:
-                    self.circuit.trip(code)
+                    self.circuit.trip(code, e)
                     return False
                 self.metrics.retry()
                 if self._sleep(wait, give_up=self._ring_pressed):
@@ -280,7 +291,7 @@ class Writer:
         except (SinkError, OSError) as e:
             log.warning("replay of %s stopped: %s", self.replay.name, e)
             self.metrics.failed(ERR_QUARANTINE if isinstance(e, OSError) else ERR_TRANSIENT)
-            self.circuit.trip(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT)
+            self.circuit.trip(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT, e)
             return False
         if not self.spool.has_work():
             log.warning("all backup files replayed; live data goes to the database again")
@@ -313,7 +324,40 @@ class Writer:
         m.disk(self.disk.free, self.disk.state)
         m.batch_limit(self.batching.limit)
         m.oldest_unwritten()
-        self.circuit.publish()
+        self._publish_stuck()
+
+    # --- database calls (guard.py) ---------------------------------------------------------
+
+    def _budget(self) -> float:
+        """Seconds the main loop may wait for one database call: see guard.budget_s."""
+        free = self.consumer.capacity - self.consumer.pending()
+        return budget_s(free, self.rate.update(self.clock(), self.consumer.published))
+
+    def _beat(self) -> None:
+        """Runs every few ms while the main thread waits for a database call."""
+        self.tick()
+        self.consumer.heartbeat()
+
+    def _call_waiting(self, name: str, waited_s: float) -> None:
+        # The database is "not answering" after a few seconds, not only once the budget is out.
+        if not self._not_answering_shown:
+            self._not_answering_shown = True
+            self.metrics.stuck(name, now_us() - int(waited_s * 1e6))
+            self.metrics.db_state("not_answering")
+
+    def _publish_stuck(self) -> None:
+        stuck = self.guard.stuck()
+        self.circuit.publish(stuck=stuck is not None)
+        if stuck is not None:
+            name, started = stuck
+            self.metrics.stuck(name, now_us() - int((self.clock() - started) * 1e6))
+            self._not_answering_shown = True
+        elif self._not_answering_shown:
+            # The call answered (or the abandoned one ended): back to what the circuit says.
+            self._not_answering_shown = False
+            self.metrics.stuck(None)
+            if not self.circuit.is_open:
+                self.metrics.db_state("replaying" if self.spool.has_work() else "up")
 
     def _ring_pressed(self) -> bool:
         """More than half the ring waits: retries and the replay hand-over give way to spilling."""

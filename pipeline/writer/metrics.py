@@ -31,6 +31,12 @@ class WriterMetrics:
     def db_state(self, name: str) -> None:
         self.c.set("writer.db_state", L.DB_STATE_CODES[name])
 
+    def stuck(self, call: str | None, since_us: int = 0) -> None:
+        """The database call not answering (``shm.layout.STUCK_CALL`` name) and when it
+        started; None clears both."""
+        self.c.set("writer.stuck_call", L.STUCK_CALL_CODES[call] if call else 0)
+        self.c.set("writer.stuck_since_us", since_us if call else 0)
+
     def error(self, code: int) -> None:
         self.c.set("writer.last_error_code", code)
 

@@ -34,7 +34,7 @@ import oracledb
 
 from pipeline.common.settings import parse_oracle_columns
 from .. import records as R
-from ..oracle_errors import PERMANENT, classify, first_line, full_code, is_connection_lost, scrub
+from ..oracle_errors import PERMANENT, classify, first_line, full_code, is_connection_lost, is_login_refused, scrub
 from .base import OnRejected, PermanentSinkError, RowError, SinkError, TransientSinkError, WriteResult
 from .oracle_pool import OracleConfig, PoolKeeper
 
@@ -78,6 +78,7 @@ class OracleSink:
         self.insert_cursor_sql = f"INSERT INTO {ct} (RING_EPOCH, NEXT_SEQ, UPDATED_AT) VALUES (:1, :2, :3)"
         self.probe_sql = f"SELECT {', '.join(c for _, c in self.targets)} FROM {config.table} WHERE 1 = 0"
         self.pools = PoolKeeper(config)
+        self.probe_error: SinkError | None = None  # why the last probe failed (None: it answered)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "OracleSink":
@@ -106,9 +107,35 @@ class OracleSink:
                 with conn.cursor() as cur:
                     cur.execute(self.probe_sql)
                     cur.fetchall()
+            self.probe_error = None
             return True
-        except (SinkError, oracledb.Error):
+        except (SinkError, oracledb.Error) as exc:
+            err = exc if isinstance(exc, SinkError) else classify(exc, "probe", self.cfg.secrets)
+            self.probe_error = err
+            if is_login_refused(err.code):
+                # The pool would go on logging in in the background (to keep its minimum)
+                # and lock the account: close it now.
+                self.pools.close()
             return False
+
+    def login_check(self) -> bool:
+        """One login on a connection of its own (no pool, so exactly one attempt), then the
+        probe if it succeeded. Used while the login is refused. Never raises."""
+        try:
+            conn = self.pools.connect_once(min(self.cfg.call_timeout_ms, 5_000))
+        except SinkError as exc:
+            self.probe_error = exc
+            return False
+        try:
+            conn.close()
+        except oracledb.Error:
+            pass
+        return self.probe()
+
+    def abandon(self) -> None:
+        """Drop every connection now without waiting (a call is stuck on one of them): see
+        ``PoolKeeper.abandon``. The next ``open`` makes a new pool."""
+        self.pools.abandon()
 
     def close(self) -> None:
         """Release the pool within a few seconds. Idempotent."""
@@ -124,9 +151,16 @@ class OracleSink:
         """
         if len(records) == 0:
             return WriteResult()
+        generation = self.pools.generation
         try:
             return self._write(int(epoch), records, on_rejected)
         except _CommitLost as lost:
+            if self.pools.generation != generation:
+                # The writer abandoned this call and dropped the pool: it spilled the batch,
+                # whose replay reads the cursor anyway. Resolving here would only be one
+                # more call into a network that does not answer.
+                raise TransientSinkError(scrub(f"commit outcome unknown after the call was abandoned (resolved on replay): "
+                                               f"{first_line(lost.failure)}", self.cfg.secrets), full_code(lost.failure)) from None
             return self._resolve(int(epoch), lost.end, lost.result, lost.failure)
 
     def _write(self, epoch: int, records: np.ndarray, on_rejected: OnRejected | None) -> WriteResult:

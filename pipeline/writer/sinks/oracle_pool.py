@@ -87,6 +87,7 @@ class PoolKeeper:
         self.pool: oracledb.ConnectionPool | None = None
         self._pool_lock = threading.Lock()
         self._stalled_since: float | None = None
+        self.generation = 0  # +1 each time the pool is dropped (close / abandon)
         # A pool that cannot produce a connection for this long while none is in use has a
         # connection attempt stuck in a handshake (see _note_stall): it is replaced.
         self.stall_limit_s = 2 * config.pool_wait_ms / 1000 + config.connect_timeout_s
@@ -98,7 +99,7 @@ class PoolKeeper:
             if self.pool is None:
                 self.pool = self._create_pool()
 
-    def _create_pool(self) -> oracledb.ConnectionPool:
+    def _extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if self.cfg.config_dir:
             extra["config_dir"] = self.cfg.config_dir
@@ -106,6 +107,22 @@ class PoolKeeper:
             extra["wallet_location"] = self.cfg.wallet_location
         if self.cfg.wallet_password:
             extra["wallet_password"] = self.cfg.wallet_password
+        return extra
+
+    def connect_once(self, call_timeout_ms: int) -> oracledb.Connection:
+        """One standalone connection (exactly one login attempt, no pool behind it that
+        would log in again in the background). Raises TransientSinkError /
+        PermanentSinkError."""
+        try:
+            conn = oracledb.connect(user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
+                                    tcp_connect_timeout=self.cfg.connect_timeout_s, **self._extra())
+        except oracledb.Error as exc:
+            raise classify(exc, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
+        conn.call_timeout = call_timeout_ms
+        return conn
+
+    def _create_pool(self) -> oracledb.ConnectionPool:
+        extra = self._extra()
         try:
             return oracledb.create_pool(
                 user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
@@ -198,8 +215,22 @@ class PoolKeeper:
         """Release the pool within a few seconds, even with a connect stuck in a handshake."""
         with self._pool_lock:
             pool, self.pool = self.pool, None
+            self.generation += 1
             if pool is not None:
                 self._discard(pool)
+
+    def abandon(self) -> None:
+        """Drop the pool at once, for a caller that gave up on a call stuck in it: the
+        sockets to the listener are shut down now (the stuck call wakes up with DPY-4011 and
+        its connection is dropped, never reused; the database rolls back what it did not
+        commit) and the pool is closed on a background thread. Returns without waiting."""
+        with self._pool_lock:
+            pool, self.pool = self.pool, None
+            self.generation += 1
+        n = _shutdown_sockets_to(_dsn_ports(self.cfg))
+        log.warning("dropped the connection pool under a stuck call (%d socket(s) shut down)", n)
+        if pool is not None:
+            threading.Thread(target=self._discard, args=(pool,), name="oracle-pool-abandon", daemon=True).start()
 
 
 def _close_pool(pool: oracledb.ConnectionPool) -> None:
