@@ -352,10 +352,10 @@ class HealthEvaluator:
                 checks.append(Check("database_unknown", DEGRADED, "database state not reported by the writer yet"))
             # issue 18: a call that does not answer, a refused login, no contact yet.
             elif db == "not_answering":
-                call, waited = wr["stuck_call"] or "database call", wr["stuck_for_s"]
+                call, waited = wr["stuck_call"] or "a call", wr["stuck_for_s"]
                 since = f" for {waited:.0f} s" if waited is not None else ""
                 checks.append(Check("database_not_answering", DEGRADED,
-                                    f"database not answering: {call} waiting{since}; values go to backup files"))
+                                    f"database not answering: {call} without an answer{since}; values go to backup files"))
             elif db == "login_refused":
                 checks.append(Check("login_refused", DEGRADED, "login refused: fix the password (values go to backup files)"))
             elif db == "connecting":

@@ -27,6 +27,7 @@ from typing import Callable
 from shm.ring import now_us
 
 from .metrics import ERR_NONE, WriterMetrics
+from .guard import BUSY_CODE, STUCK_CODE
 from .oracle_errors import is_login_refused
 from .sinks.base import SinkError
 
@@ -46,6 +47,7 @@ class Circuit:
         self.where = where  # BACKUP_FILE_PATH, for the log line
         self.login_retry_s = login_retry_s
         self.login_refused = False  # set by trip() and by the prober thread (a plain bool)
+        self.not_answering = False
         self.prober = Prober(self._probe_once, probe_min_s, probe_max_s,
                              steady=lambda: self.login_retry_s if self.login_refused else None)
         self.is_open = False
@@ -82,6 +84,9 @@ class Circuit:
             log.error("the database refused the login (%s): fix the password (ORACLE_PASSWORD); one login attempt "
                       "every %.0f s until then, values go to backup files in %s", err, self.login_retry_s, self.where)
         self.login_refused = refused
+        # Tripped by a call that did not answer (abandoned): "not answering" until a probe
+        # answers, rather than "down", which reads as a refused connection.
+        self.not_answering = getattr(err, "code", "") in (STUCK_CODE, BUSY_CODE)
         flapping = self._closed_at is not None and time.monotonic() - self._closed_at < FLAP_WINDOW_S
         if not self.is_open:
             self.is_open = True
@@ -124,6 +129,7 @@ class Circuit:
             return False
         self.is_open = False
         self.login_refused = False
+        self.not_answering = False
         self._closed_at = time.monotonic()
         self._last_delay = self.prober.next_delay
         took = (now_us() - self.outage_started_us) / 1e6 if self.outage_started_us else 0.0
@@ -136,13 +142,14 @@ class Circuit:
 
     def publish(self, stuck: bool = False) -> None:
         """Publish the probe count and, while open, the state: "login_refused", else
-        "not_answering" while an abandoned call has not ended (``stuck``), else
+        "not_answering" while an abandoned call has not ended (``stuck``) or since one
+        tripped the circuit, else
         "probing" / "down"."""
         self.metrics.probes(self.prober.probes)
         if self.is_open:
             if self.login_refused:
                 self.metrics.db_state("login_refused")
-            elif stuck:
+            elif stuck or self.not_answering:
                 self.metrics.db_state("not_answering")
             else:
                 self.metrics.db_state("probing" if self.prober.probing else "down")

@@ -120,7 +120,7 @@ class CallGuard:
     def __init__(self, tick: Callable[[], None] = lambda: None, on_wait: Callable[[str, float], None] = lambda n, s: None,
                  clock: Callable[[], float] = time.monotonic, report_after_s: float = REPORT_AFTER_S) -> None:
         self.tick = tick  # beats the heartbeat / watchdog while the main thread waits
-        self.on_wait = on_wait  # (call name, seconds waited) once the wait passes report_after_s
+        self.on_wait = on_wait  # (call name, seconds waited) once the wait passes report_after_s or the budget
         self.clock = clock
         self.report_after_s = report_after_s
         self._abandoned: _Call | None = None
@@ -150,10 +150,11 @@ class CallGuard:
         while not call.done.wait(WAIT_SLICE_S):
             self.tick()
             waited = self.clock() - call.started
-            if waited >= self.report_after_s:
+            over = waited >= budget and not call.done.is_set()
+            if waited >= self.report_after_s or over:
                 reported = True
                 self.on_wait(name, waited)
-            if waited >= budget and not call.done.is_set():
+            if over:
                 call.abandoned = True
                 self._abandoned = call
                 self.abandoned_total += 1
@@ -209,3 +210,18 @@ class GuardedSink:
             abandon()
         else:
             self.inner.close()
+
+
+REPLAY_MIN_ROWS = 100
+
+
+def fit_chunk(rows: int, took_s: float, budget: float, lo: int = REPLAY_MIN_ROWS, hi: int = 1 << 30) -> int:
+    """The next replay chunk size (rows) after a chunk of ``rows`` took ``took_s`` seconds
+    (``inf``: abandoned) against a ``budget``: halved while a chunk uses more than half the
+    budget (a slow database must not make every replay chunk outlive it), doubled while it
+    uses less than an eighth, within [``lo``, ``hi``]."""
+    if took_s > budget / 2:
+        rows //= 2 if took_s <= budget else 4
+    elif took_s < budget / 8:
+        rows *= 2
+    return max(lo, min(hi, rows))

@@ -36,7 +36,7 @@ from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR
 from .quarantine import Quarantine
 from .replay import Replay
 from .circuit import Circuit
-from .guard import CallBusy, CallGuard, GuardedSink, RateMeter, StuckCall, budget_s
+from .guard import CallBusy, CallGuard, GuardedSink, RateMeter, StuckCall, budget_s, fit_chunk
 from .sinks.base import OnRejected, PermanentSinkError, SinkError, TransientSinkError
 from .spool import Spool
 
@@ -65,7 +65,7 @@ class Writer:
         self.rate = RateMeter()
         self.guard = CallGuard(tick=self._beat, on_wait=self._call_waiting, clock=clock)
         self.sink = sink = GuardedSink(sink, self.guard, self._budget)
-        self._not_answering_shown = False
+        self._stuck_info: tuple[str, int] | None = None  # (call, start time in us) shown as not answering
         self.s = settings
         self.stop = stop
         self.tick = tick
@@ -286,13 +286,17 @@ class Writer:
             # Everything older is in the database: close the file being appended to so it
             # can be replayed; live records wait in the ring meanwhile (see _route).
             self.spool.close_active()
+        t0 = self.clock()
         try:
             n = self.replay.step()
         except (SinkError, OSError) as e:
+            if isinstance(e, StuckCall):
+                self._fit_replay_chunk(float("inf"))
             log.warning("replay of %s stopped: %s", self.replay.name, e)
             self.metrics.failed(ERR_QUARANTINE if isinstance(e, OSError) else ERR_TRANSIENT)
             self.circuit.trip(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT, e)
             return False
+        self._fit_replay_chunk(self.clock() - t0)
         if not self.spool.has_work():
             log.warning("all backup files replayed; live data goes to the database again")
             self.metrics.db_state("up")
@@ -340,24 +344,30 @@ class Writer:
 
     def _call_waiting(self, name: str, waited_s: float) -> None:
         # The database is "not answering" after a few seconds, not only once the budget is out.
-        if not self._not_answering_shown:
-            self._not_answering_shown = True
-            self.metrics.stuck(name, now_us() - int(waited_s * 1e6))
+        if self._stuck_info is None:
+            self._stuck_info = (name, now_us() - int(waited_s * 1e6))
+            self.metrics.stuck(*self._stuck_info)
             self.metrics.db_state("not_answering")
 
     def _publish_stuck(self) -> None:
+        """The stuck-call fields and the state: kept while an abandoned call runs or the
+        circuit it tripped is open; cleared once the database answers again."""
         stuck = self.guard.stuck()
         self.circuit.publish(stuck=stuck is not None)
-        if stuck is not None:
-            name, started = stuck
-            self.metrics.stuck(name, now_us() - int((self.clock() - started) * 1e6))
-            self._not_answering_shown = True
-        elif self._not_answering_shown:
-            # The call answered (or the abandoned one ended): back to what the circuit says.
-            self._not_answering_shown = False
+        if stuck is not None or (self.circuit.is_open and self.circuit.not_answering):
+            if self._stuck_info is None and stuck is not None:
+                self._stuck_info = (stuck[0], now_us() - int((self.clock() - stuck[1]) * 1e6))
+            if self._stuck_info is not None:
+                self.metrics.stuck(*self._stuck_info)
+        elif self._stuck_info is not None:
+            self._stuck_info = None
             self.metrics.stuck(None)
             if not self.circuit.is_open:
                 self.metrics.db_state("replaying" if self.spool.has_work() else "up")
+
+    def _fit_replay_chunk(self, took_s: float) -> None:
+        # Live records wait in the ring during a replay call: a chunk must fit the budget.
+        self.replay.chunk_rows = fit_chunk(self.replay.chunk_rows, took_s, self._budget(), hi=self.batching.batch_max)
 
     def _ring_pressed(self) -> bool:
         """More than half the ring waits: retries and the replay hand-over give way to spilling."""
