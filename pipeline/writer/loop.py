@@ -290,7 +290,8 @@ class Writer:
         try:
             n = self.replay.step()
         except (SinkError, OSError) as e:
-            if isinstance(e, StuckCall):
+            if isinstance(e, TransientSinkError) and not isinstance(e, CallBusy):
+                # Abandoned, or timed out / broken inside the driver: try smaller chunks.
                 self._fit_replay_chunk(float("inf"))
             log.warning("replay of %s stopped: %s", self.replay.name, e)
             self.metrics.failed(ERR_QUARANTINE if isinstance(e, OSError) else ERR_TRANSIENT)
