@@ -11,9 +11,10 @@ by a random 0.8-1.2 so restarted writers do not probe in step.
 A refused login (ORA-01017 wrong password, ORA-28000 locked, ORA-28001 expired) is not
 probed like an outage: every attempt counts toward the profile's failed-login limit
 (Oracle locks the account after 10 by default). The state says "login_refused", the pool
-is closed, and the prober makes one standalone login every ``LOGIN_RETRY_S`` (5 minutes:
-at most 3 attempts in the first 10 minutes, counting the one that was refused). A fixed
-password takes effect at the next attempt, or at once when the writer is restarted.
+is closed, and the prober (whose probe is one standalone login, no pool) tries every
+``LOGIN_RETRY_S`` (5 minutes: 3 attempts in the first 10 minutes, counting the refused
+one). A fixed password takes effect at the next attempt, or at once when the writer is
+restarted (systemctl restart tagpipe-writer).
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ class Circuit:
     """Circuit breaker around one sink. Main-thread object (the prober has its own thread)."""
 
     def __init__(self, sink, metrics: WriterMetrics, probe_min_s: float, probe_max_s: float, where: str,
-                 login_retry_s: float = LOGIN_RETRY_S) -> None:
+                 login_retry_s: float = LOGIN_RETRY_S, wait: Callable[[threading.Event, float], bool] | None = None) -> None:
         self.sink = sink
         self.metrics = metrics
         self.where = where  # BACKUP_FILE_PATH, for the log line
         self.login_retry_s = login_retry_s
         self.login_refused = False  # set by trip() and by the prober thread (a plain bool)
         self.not_answering = False
-        self.prober = Prober(self._probe_once, probe_min_s, probe_max_s,
+        # ``wait`` (stop event, seconds) -> stopped: the prober's sleep; tests pass a virtual clock's.
+        self.prober = Prober(self._probe_once, probe_min_s, probe_max_s, wait=wait,
                              steady=lambda: self.login_retry_s if self.login_refused else None)
         self.is_open = False
         self.sink_open = False
@@ -58,13 +60,8 @@ class Circuit:
         self._first_outage_us = 0
 
     def _probe_once(self) -> bool:
-        """One probe (prober thread). While the login is refused: one standalone login
-        (no pool that would log in again in the background), see the module docstring."""
-        if self.login_refused:
-            check = getattr(self.sink, "login_check", self.sink.probe)
-            ok = bool(check())
-        else:
-            ok = bool(self.sink.probe())
+        """One probe (prober thread); notes a refused login, which slows the prober down."""
+        ok = bool(self.sink.probe())
         if not ok:
             err = getattr(self.sink, "probe_error", None)
             self.login_refused = is_login_refused(getattr(err, "code", "") or "")

@@ -199,11 +199,6 @@ class GuardedSink:
         """The sink error of the last failed probe (None: answered, or not reported)."""
         return getattr(self.inner, "probe_error", None)
 
-    def login_check(self) -> bool:
-        """One login attempt, no pool (used while a login is refused); a sink without it probes."""
-        check = getattr(self.inner, "login_check", None)
-        return check() if check is not None else self.inner.probe()
-
     def close(self) -> None:
         abandon = getattr(self.inner, "abandon", None)
         if self.guard.stuck() is not None and abandon is not None:

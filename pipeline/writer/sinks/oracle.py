@@ -34,7 +34,7 @@ import oracledb
 
 from pipeline.common.settings import parse_oracle_columns
 from .. import records as R
-from ..oracle_errors import PERMANENT, classify, first_line, full_code, is_connection_lost, is_login_refused, scrub
+from ..oracle_errors import PERMANENT, classify, first_line, full_code, is_connection_lost, scrub
 from .base import OnRejected, PermanentSinkError, RowError, SinkError, TransientSinkError, WriteResult
 from .oracle_pool import OracleConfig, PoolKeeper
 
@@ -101,36 +101,28 @@ class OracleSink:
     def probe(self) -> bool:
         """True if the database answers within a few seconds now and the table with its
         mapped columns is visible (so a missing table keeps the circuit open until the DBA
-        creates it, instead of a write failing every time). Thread-safe; never raises."""
+        creates it, instead of a write failing every time). Uses a connection of its own,
+        not the pool: one login per probe, and none in the background (a refused login
+        must not lock the account). Why it failed is left in ``probe_error``. Thread-safe;
+        never raises."""
         try:
-            with self.connection(min(self.cfg.call_timeout_ms, 5_000)) as conn:
+            conn = self.pools.connect_once(min(self.cfg.call_timeout_ms, 5_000))
+            try:
                 with conn.cursor() as cur:
                     cur.execute(self.probe_sql)
                     cur.fetchall()
+            finally:
+                try:
+                    conn.close()
+                except oracledb.Error:
+                    pass
             self.probe_error = None
             return True
-        except (SinkError, oracledb.Error) as exc:
-            err = exc if isinstance(exc, SinkError) else classify(exc, "probe", self.cfg.secrets)
-            self.probe_error = err
-            if is_login_refused(err.code):
-                # The pool would go on logging in in the background (to keep its minimum)
-                # and lock the account: close it now.
-                self.pools.close()
-            return False
-
-    def login_check(self) -> bool:
-        """One login on a connection of its own (no pool, so exactly one attempt), then the
-        probe if it succeeded. Used while the login is refused. Never raises."""
-        try:
-            conn = self.pools.connect_once(min(self.cfg.call_timeout_ms, 5_000))
         except SinkError as exc:
             self.probe_error = exc
-            return False
-        try:
-            conn.close()
-        except oracledb.Error:
-            pass
-        return self.probe()
+        except oracledb.Error as exc:
+            self.probe_error = classify(exc, "probe", self.cfg.secrets)
+        return False
 
     def abandon(self) -> None:
         """Drop every connection now without waiting (a call is stuck on one of them): see

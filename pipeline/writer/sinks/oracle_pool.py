@@ -110,14 +110,35 @@ class PoolKeeper:
         return extra
 
     def connect_once(self, call_timeout_ms: int) -> oracledb.Connection:
-        """One standalone connection (exactly one login attempt, no pool behind it that
-        would log in again in the background). Raises TransientSinkError /
-        PermanentSinkError."""
-        try:
-            conn = oracledb.connect(user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
-                                    tcp_connect_timeout=self.cfg.connect_timeout_s, **self._extra())
-        except oracledb.Error as exc:
-            raise classify(exc, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
+        """One standalone connection: exactly one login attempt, and no pool behind it that
+        would log in again in the background (a wrong password must not lock the account).
+        Bounded: a handshake that gets no answer within ``connect_timeout_s`` plus the call
+        timeout is ended by shutting the socket down (python-oracledb has no handshake
+        timeout). Raises TransientSinkError / PermanentSinkError."""
+        box: dict[str, Any] = {}
+
+        def attempt() -> None:
+            try:
+                box["conn"] = oracledb.connect(user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
+                                               tcp_connect_timeout=self.cfg.connect_timeout_s, **self._extra())
+            except BaseException as e:  # handed to the caller below
+                box["err"] = e
+
+        limit = self.cfg.connect_timeout_s + call_timeout_ms / 1000
+        t = threading.Thread(target=attempt, name="oracle-connect-once", daemon=True)
+        t.start()
+        t.join(limit)
+        if t.is_alive():
+            _shutdown_sockets_to(_dsn_ports(self.cfg))
+            t.join(2.0)
+            raise TransientSinkError(f"cannot connect as {self.cfg.user} to {self.cfg.dsn}: no answer to the login within "
+                                     f"{limit:.0f} s (the listener accepted the connection and never answered)", "TAGPIPE-HANDSHAKE")
+        err = box.get("err")
+        if err is not None:
+            if isinstance(err, oracledb.Error):
+                raise classify(err, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
+            raise err
+        conn = box["conn"]
         conn.call_timeout = call_timeout_ms
         return conn
 
