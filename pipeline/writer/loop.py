@@ -65,6 +65,7 @@ class Writer:
         self.rate = RateMeter()
         self.guard = CallGuard(tick=self._beat, on_wait=self._call_waiting, clock=clock)
         self.sink = sink = GuardedSink(sink, self.guard, self._budget)
+        self._contacted = False  # "connecting" until the database answered once
         self._stuck_info: tuple[str, int] | None = None  # (call, start time in us) shown as not answering
         self.s = settings
         self.stop = stop
@@ -101,11 +102,18 @@ class Writer:
             self.circuit.ensure_sink()
             if not self.sink.contact():
                 raise self.sink.probe_error or TransientSinkError("the database did not answer the first probe")
+            self._contacted = True
             self.metrics.db_state("replaying" if self.spool.has_work() else "up")
             self.metrics.error(ERR_NONE)
-        except SinkError as e:
+        except (PermanentSinkError, StuckCall) as e:
+            # A refused login / configuration, or a database that does not answer at all:
+            # spill from the start (and a refused login is shown at once).
             log.error("database not available at start (%s); spilling to %s until it answers", e, self.s.backup_file_path)
             self.circuit.trip(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT, e)
+        except SinkError as e:
+            # Unreachable or slow right now: still "connecting"; the first batch retries as
+            # usual and trips the circuit if the database stays away.
+            log.warning("first contact with the database failed (%s); the first batch will try again", e)
         self.publish_gauges(force=True)
 
     def attach(self, consumer: Consumer) -> None:
@@ -243,6 +251,9 @@ class Writer:
                     return False
                 continue
             lat = int((time.perf_counter() - t0) * 1e6)
+            if not self._contacted:
+                self._contacted = True
+                self.metrics.db_state("up")
             self.consumer.commit(batch)
             self.metrics.committed(len(batch.records), res.written, res.duplicates, lat)
             if res.rejected:
