@@ -96,3 +96,45 @@ def test_oracle_black_hole_never_freezes_the_writer(ring_name, tmp_path, target,
     finally:
         halt(writer)
         halt(prod)
+
+
+def test_oracle_black_hole_at_start_is_never_shown_as_up(ring_name, tmp_path, target, tables, proxy):
+    """The database black-holed before the writer ever reached it: the state goes from
+    "connecting" to "not answering" (never "up"), records spill, and once the network is
+    back every record is in the table once."""
+    if target.kind != "emulator":
+        pytest.skip("the hole is made by the fault proxy in front of the emulator")
+    table, cursor_table = tables
+    total = RATE * 6
+    env = target.env(proxy.port, ORACLE_TABLE=table, ORACLE_CURSOR_TABLE=cursor_table, BUFFER_BATCH_SIZE="500",
+                     BUFFER_WRITE_INTERVAL="0.1", ORACLE_CALL_TIMEOUT_MS="5000", ORACLE_POOL_WAIT_MS="1000",
+                     ORACLE_CONNECT_TIMEOUT_S="1", DB_PROBE_MIN_INTERVAL="0.3", DB_PROBE_MAX_INTERVAL="1")
+    proxy.blackhole(True)
+    prod = start_producer(ring_name, tmp_path, count=total, rate=RATE, capacity=CAPACITY, batch=100)
+    writer = start_writer(ring_name, tmp_path, **env)
+    try:
+        wait_until(lambda: "effective settings" in log_text(writer), 30, "the writer to start")
+        states = []
+        end = time.monotonic() + 5.0
+        while time.monotonic() < end:
+            try:
+                states.append(L.DB_STATE[int(ring_fields(ring_name)["writer.db_state"])])
+            except Exception:  # the ring may not exist for the first few ms
+                pass
+            time.sleep(0.1)
+        assert "up" not in states, states
+        assert states[-1] == "not_answering", states
+        assert set(states) <= {"unknown", "connecting", "not_answering"}, states
+        assert ring_fields(ring_name)["writer.rows_spilled"] > 0
+        proxy.blackhole(False)
+        assert producer_done(prod, 120) == total
+        wait_until(lambda: ring_fields(ring_name)["writer.backup_files_pending"] == 0
+                   and ring_fields(ring_name)["consumer.committed"] >= total
+                   and L.DB_STATE[int(ring_fields(ring_name)["writer.db_state"])] == "up", 120, "everything in the database")
+        assert sorted(r["SEQ"] for r in target.rows(table)) == list(range(total))
+        assert ring_fields(ring_name)["consumer.lost"] == 0
+        rc, err = finish(writer)
+        assert rc == 0, err
+    finally:
+        halt(writer)
+        halt(prod)

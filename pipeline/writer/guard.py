@@ -43,6 +43,7 @@ log = logging.getLogger("tagpipe.writer.guard")
 BUDGET_FLOOR_S = 1.0  # never abandon a call sooner: a healthy commit of a big batch takes ~0.1-1 s
 BUDGET_SHARE = 0.5  # wait at most half of the time the ring can still absorb the input
 BUDGET_CAP_S = 30.0  # and never longer than this, whatever the headroom
+CONTACT_BUDGET_S = 3.0  # the first contact (a probe) before the input rate is known
 REPORT_AFTER_S = 2.0  # a call waiting this long makes the database "not answering"
 WAIT_SLICE_S = 0.05  # the heartbeat beats at least this often while a call runs
 RATE_HALF_LIFE_S = 2.0  # the input rate is an exponential average with this half-life
@@ -188,8 +189,9 @@ class GuardedSink:
         return self.guard.run("write", lambda: self.inner.write(epoch, records, on_rejected), self.budget())
 
     def contact(self) -> bool:
-        """The first contact: a probe on the guard (raises StuckCall / CallBusy)."""
-        return bool(self.guard.run("first contact", self.inner.probe, self.budget()))
+        """The first contact: a probe on the guard, waited for at most CONTACT_BUDGET_S
+        (the input rate is not known yet). Raises StuckCall / CallBusy."""
+        return bool(self.guard.run("first contact", self.inner.probe, min(CONTACT_BUDGET_S, self.budget())))
 
     def probe(self) -> bool:
         return self.inner.probe()
@@ -200,11 +202,17 @@ class GuardedSink:
         return getattr(self.inner, "probe_error", None)
 
     def close(self) -> None:
+        """Drop the connections without waiting (the circuit opens on the main thread:
+        closing a pool with a connect stuck in a handshake takes seconds)."""
         abandon = getattr(self.inner, "abandon", None)
-        if self.guard.stuck() is not None and abandon is not None:
+        if abandon is not None:
             abandon()
         else:
             self.inner.close()
+
+    def close_now(self) -> None:
+        """Close and wait for it (bounded by the sink): when the writer stops."""
+        self.inner.close()
 
 
 REPLAY_MIN_ROWS = 100

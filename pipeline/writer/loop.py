@@ -128,7 +128,7 @@ class Writer:
         self.spool.close()
         self.publish_gauges(force=True)
         try:
-            self.sink.close()
+            self.sink.close_now()
         except Exception as e:  # closing must not hide the stop
             log.warning("closing the %s sink: %s", self.sink.kind, e)
 
@@ -393,6 +393,6 @@ class Writer:
             left = end - self.clock()
             if left <= 0:
                 return False
-            self.tick()
+            self._beat()  # the heartbeat too: a retry wait is not a dead writer
             time.sleep(min(0.05, left))
         return True

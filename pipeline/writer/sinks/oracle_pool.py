@@ -241,7 +241,8 @@ class PoolKeeper:
                 self._discard(pool)
 
     def abandon(self) -> None:
-        """Drop the pool at once, for a caller that gave up on a call stuck in it: the
+        """Drop the pool at once, for a caller that gave up on a call stuck in it (or
+        that must not wait: the writer's main thread when the circuit opens): the
         sockets to the listener are shut down now (the stuck call wakes up with DPY-4011 and
         its connection is dropped, never reused; the database rolls back what it did not
         commit) and the pool is closed on a background thread. Returns without waiting."""
@@ -249,7 +250,8 @@ class PoolKeeper:
             pool, self.pool = self.pool, None
             self.generation += 1
         n = _shutdown_sockets_to(_dsn_ports(self.cfg))
-        log.warning("dropped the connection pool under a stuck call (%d socket(s) shut down)", n)
+        if n:
+            log.warning("dropped the connection pool (%d socket(s) shut down)", n)
         if pool is not None:
             threading.Thread(target=self._discard, args=(pool,), name="oracle-pool-abandon", daemon=True).start()
 
