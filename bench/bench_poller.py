@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -149,10 +150,13 @@ def bench_modbus(polls: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--serve"]:
-        return _serve(argv[1])
-    quick = "--quick" in argv
+    ap = argparse.ArgumentParser(prog="python -m bench poller", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="shorter runs (1 s of load, 10 Modbus polls)")
+    ap.add_argument("--serve", metavar="PORT_FILE", help=argparse.SUPPRESS)  # the Modbus server child
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.serve:
+        return _serve(args.serve)
+    quick = args.quick
     print(f"poller benchmark ({os.cpu_count()} cores; other work on the machine shows in the figures)")
     print(f"command: {COMMAND}")
     load = bench_load(1.0 if quick else 5.0)

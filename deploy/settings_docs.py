@@ -1,10 +1,10 @@
 """Regenerate the settings documentation from the one registry (``pipeline.common.settings``).
 
-    python deploy/settings_docs.py          # rewrite .env.example and README's settings table
+    python deploy/settings_docs.py          # rewrite .env.example and docs/settings.md's table
     python deploy/settings_docs.py --check  # exit 1 if either is out of date (what the tests check)
 
-The README table sits between ``<!-- settings-table -->`` markers inside the README's
-``settings`` section; ``.env.example`` lists every setting, commented out at its default.
+The settings table sits between ``<!-- settings-table -->`` markers inside
+``docs/settings.md``; ``.env.example`` lists every setting, commented out at its default.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ HEADER = """\
 # tagpipe settings: copy to .env (make run) or to the systemd EnvironmentFile
 # (/etc/tagpipe/tagpipe.env, see README "operations") and uncomment what you change.
 # The environment wins over this file. Every line below shows the default.
+# A setting with an older name answers to both; giving both with different values is an error.
 # Generated from pipeline/common/settings.py by deploy/settings_docs.py: do not edit by hand.
 """
 
@@ -43,6 +44,8 @@ def env_example() -> str:
             extra.append("one of " + ", ".join(s.choices))
         if s.secret:
             extra.append("secret: never logged or shown")
+        if s.aliases:
+            extra.append("also read as " + ", ".join(s.aliases) + ", its older name")
         if any(extra):
             out.append("# (" + "; ".join(e for e in extra if e) + ")")
         default = "" if s.default in ("", None) else s.default
@@ -51,7 +54,7 @@ def env_example() -> str:
 
 
 def readme_with_table(readme: str) -> str:
-    """README text with the table between the markers replaced. Raises ValueError if absent."""
+    """Settings page text with the table between the markers replaced. Raises ValueError if absent."""
     start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
     return readme[:start] + "\n" + settings_table_markdown() + "\n" + readme[end:]
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     check = "--check" in argv
     targets = {
         REPO / ".env.example": env_example(),
-        REPO / "README.md": readme_with_table((REPO / "README.md").read_text(encoding="utf-8")),
+        REPO / "docs" / "settings.md": readme_with_table((REPO / "docs" / "settings.md").read_text(encoding="utf-8")),
     }
     stale = [p for p, text in targets.items() if not p.exists() or p.read_text(encoding="utf-8") != text]
     if check:

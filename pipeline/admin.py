@@ -1,7 +1,8 @@
 """Admin commands: ``delete-ring`` (on purpose only) and ``settings``.
 
 ``delete-ring`` exits 0 when done (or when there was no such ring), 4 while a poller or
-writer still holds its role (unless ``--force``), 2 for a name no ring can have.
+writer still holds its role (unless ``--force``), 2 for a name no ring can have or a bad
+setting. Arguments are parsed by ``pipeline.cli``.
 """
 
 from __future__ import annotations
@@ -14,27 +15,28 @@ from .common.process import settings_or_exit
 from .common.settings import SETTINGS
 
 
-def main(argv: list[str]) -> int:
-    command, rest = argv[0], argv[1:]
-    settings = settings_or_exit(command)
-    if command == "settings":
-        masked = settings.masked()
-        for s in SETTINGS:
-            print(f"{s.name}={masked[s.name]!s:<24} # {s.doc}")
-        return exitcodes.OK
-    parser = argparse.ArgumentParser(prog="python -m pipeline delete-ring", description="Delete a ring and the records in it.")
-    parser.add_argument("--name", default=settings.ring_name, help="ring to delete (default: RING_NAME)")
-    parser.add_argument("--force", action="store_true", help="delete even while a poller or writer runs")
-    args = parser.parse_args(rest)
+def settings_command(args: argparse.Namespace) -> int:
+    """``python -m pipeline settings``: every setting, its effective value (secrets masked)
+    and its meaning, one a line. Returns 0, or 2 for a bad setting."""
+    masked = settings_or_exit("settings").masked()
+    for s in SETTINGS:
+        print(f"{s.name}={masked[s.name]!s:<24} # {s.doc}")
+    return exitcodes.OK
+
+
+def delete_ring_command(args: argparse.Namespace) -> int:
+    """``python -m pipeline delete-ring [--name N] [--force]``. Returns the exit code."""
+    settings = settings_or_exit("delete-ring")  # checked even with --name, as every tool does
+    name = args.name or settings.ring_name
     from shm import RingError, delete_ring
 
     try:
-        removed = delete_ring(args.name, force=args.force)
+        removed = delete_ring(name, force=args.force)
     except ValueError as e:  # a ring name that cannot exist
         print(f"tagpipe delete-ring: {e}", file=sys.stderr)
         return exitcodes.CONFIG
     except RingError as e:  # a poller or writer still holds its role
         print(f"tagpipe delete-ring: {e}", file=sys.stderr)
         return exitcodes.ROLE_TAKEN
-    print("\n".join(f"removed {r}" for r in removed) if removed else f"no ring named {args.name!r}")
+    print("\n".join(f"removed {r}" for r in removed) if removed else f"no ring named {name!r}")
     return exitcodes.OK

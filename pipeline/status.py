@@ -107,15 +107,9 @@ def render(d: dict) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline status", description="Print the monitoring data of a ring.")
-    p.add_argument("--json", action="store_true", help="one JSON object (for scripts)")
-    p.add_argument("--ring", default=None, help="ring name (default: RING_NAME)")
-    p.add_argument("--check", action="store_true", help="exit 6 unless health is healthy")
-    p.add_argument("--watch", type=float, default=None, metavar="S", help="print again every S seconds until Ctrl-C")
-    p.add_argument("--env-file", default=".env", metavar="PATH",
-                   help="settings file to read (default .env; e.g. /etc/tagpipe/tagpipe.env, the units' EnvironmentFile)")
-    args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+def run(args: argparse.Namespace) -> int:
+    """``python -m pipeline status`` with its parsed options (``pipeline.cli``). Returns the
+    exit code: 0, 6 (``--check`` and not healthy) or 2 (a bad setting)."""
     try:
         settings = load_settings(env_file=args.env_file)
     except ConfigError as e:

@@ -35,6 +35,8 @@ from multiprocessing.connection import wait as wait_sentinels
 from .common import exitcodes, sdnotify
 from .common.errors import ConfigError
 from .common.logs import log_settings, setup_logging
+from .common.process import StopSignals
+from .poller.load_options import LOAD_MAX_S, load_options_problem
 from .common.settings import load_settings
 
 FATAL_CODES = (exitcodes.CONFIG, exitcodes.RING_NEEDS_ATTENTION, exitcodes.ROLE_TAKEN)
@@ -43,7 +45,6 @@ BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 30.0  # a child that ran this long starts again from the first backoff
 WEB_STOP_S = 5.0
 EXTRA_STOP_S = 5.0  # on top of SHUTDOWN_TIMEOUT, for interpreter exit after the flush
-LOAD_MAX_S = 7 * 86_400  # the poller's longest load run
 
 
 @dataclass(frozen=True)
@@ -114,29 +115,10 @@ class Child:
         return self.process is not None and self.process.exitcode is None
 
 
-class StopRequests:
-    """Signal handlers only count (gunicorn manner); the loop acts on the count."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.name = ""
-
-    def install(self) -> "StopRequests":
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            # A closed terminal (SIGHUP) stops in order too, unless started with nohup.
-            if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
-                signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.count += 1
-        self.name = signal.Signals(signum).name
-
-
 class Supervisor:
     """Starts, watches, restarts and stops the children. ``step()`` is one watch cycle."""
 
-    def __init__(self, specs: list[ChildSpec], log: logging.Logger, stops: StopRequests, clock=time.monotonic) -> None:
+    def __init__(self, specs: list[ChildSpec], log: logging.Logger, stops: StopSignals, clock=time.monotonic) -> None:
         self.children = [Child(s) for s in specs]
         self.log = log
         self.stops = stops
@@ -258,7 +240,7 @@ class Supervisor:
             watchdog.tick()
         sdnotify.stopping()
         if self.stops.count:
-            self.log.info("%s received: stopping poller, then writer, then web", self.stops.name or "stop")
+            self.log.info("%s received: stopping poller, then writer, then web", self.stops.signal_name or "stop")
         stopped = self.stop_in_order()
         if code is not None:
             return code
@@ -274,19 +256,10 @@ def status_url(host: str, port: int) -> str:
     return f"http://{host}:{port}/"
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m pipeline", description="Run the poller, the writer and the web process together.")
-    p.add_argument("--rate", type=float, default=None, help="poller load mode: values/s from the simulator (passed to the poller)")
-    p.add_argument("--duration", type=float, default=None,
-                   help="with --rate: seconds of load, then everything stops in order (default: run until stopped)")
-    return p.parse_args(argv)
-
-
 def _check_tags(settings) -> str | None:
     """The poller's own validation of TAGS_FILE (or the demo plant), run before any child
     starts; returns the one-line problem, or None."""
-    from .poller.__main__ import load_tags
-    from .poller.config import TagsFileError
+    from .poller.config import TagsFileError, load_tags
 
     try:
         load_tags(settings)
@@ -300,7 +273,7 @@ def supervise(specs: list[ChildSpec], log: logging.Logger, announce: str | None 
 
     ``announce`` (e.g. where the status page is) is printed once every child has started.
     """
-    stops = StopRequests().install()
+    stops = StopSignals(exit_on_second=False, hangup=True).install()
     sup = Supervisor(specs, log, stops)
     sup.start_all()
     if announce:
@@ -312,13 +285,12 @@ def supervise(specs: list[ChildSpec], log: logging.Logger, announce: str | None 
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    if args.rate is not None and not 0 <= args.rate <= 1e9:
-        print(f"tagpipe: bad option --rate={args.rate!r}: must be 0 (as fast as possible) to 1e9 values/s", file=sys.stderr)
-        return exitcodes.CONFIG
-    if args.duration is not None and (args.rate is None or not 0 < args.duration <= LOAD_MAX_S):
-        print(f"tagpipe: bad option --duration={args.duration!r}: needs --rate, more than 0 and at most {LOAD_MAX_S} s", file=sys.stderr)
+def run(args: argparse.Namespace) -> int:
+    """``python -m pipeline [run] [--rate N [--duration S]]`` (parsed by ``pipeline.cli``):
+    check everything, start the children, supervise them until stopped. Returns the exit code."""
+    problem = load_options_problem(args.rate, args.duration)
+    if problem:
+        print(f"tagpipe: bad option {problem}", file=sys.stderr)
         return exitcodes.CONFIG
     # Check every setting before starting anything: one line, exit 2.
     try:
@@ -337,5 +309,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate is not None:
         # Load mode always has a duration in the poller; "until stopped" is its longest.
         poller_argv = ("--rate", repr(args.rate), "--duration", repr(args.duration or LOAD_MAX_S))
-    specs = default_specs(settings.shutdown_timeout, poller_argv, poller_finishes=args.duration is not None)
+    specs = default_specs(settings.shutdown_timeout_s, poller_argv, poller_finishes=args.duration is not None)
     return supervise(specs, log, f"status page on {status_url(settings.web_host, settings.web_port)}")

@@ -186,7 +186,7 @@ FIELDS: list[Field] = (
             ("poller.suppressed", "u64", "values suppressed by deadband (report by exception)"),
             ("poller.plc_count", "u64", "PLC slots in use in the PLC table"),
             ("poller.started_us", "i64", "when the current poller started"),
-            ("poller.source_kind", "u64", "0 simulator, 1 modbus, 2 load mode, 3 mixed"),
+            ("poller.source_kind", "u64", "0 simulator, 1 modbus, 2 load mode, 3 mixed, 4 mc, 5 opcua"),
         ],
     )
     + _region(

@@ -76,3 +76,33 @@ def test_exit_codes_are_distinct_and_named():
              exitcodes.ROLE_TAKEN, exitcodes.FORCED, exitcodes.CHECK_FAILED]
     assert codes == [0, 1, 2, 3, 4, 5, 6]
     assert set(exitcodes.NAMES) == set(codes)
+
+
+COUNTING = """
+import signal, sys, time
+from pipeline.common.process import StopSignals
+stop = StopSignals(exit_on_second=False, hangup=True).install()
+print("ready", flush=True)
+while stop.count < 3:
+    time.sleep(0.01)
+print("counted", stop.count, "last", stop.signal_name, flush=True)
+"""
+
+
+def test_supervisor_manner_counts_every_signal_and_never_exits_by_itself():
+    # The supervisor's kind (one class for both): the second signal is counted, not an
+    # exit, because it must SIGKILL its children first; SIGHUP counts as a stop too.
+    p = subprocess.Popen([sys.executable, "-c", COUNTING], cwd=REPO, env=child_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            p.send_signal(sig)
+            time.sleep(0.2)
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert out.strip() == "counted 3 last SIGHUP"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

@@ -118,3 +118,22 @@ def test_oracle_dba_path_shipped_ddl_then_check_db_then_writes(tmp_path):
         assert len(catalog.rows("TAG_DATA")) == 100
     finally:
         server.stop()
+
+
+def test_oracle_config_is_the_settings_plus_what_the_sink_derives():
+    import dataclasses
+
+    from pipeline.common.settings import Settings
+    from pipeline.writer.sinks.oracle import OracleConfig
+
+    s = load_settings({"ORACLE_HOST": "db1", "ORACLE_PORT": "1522", "ORACLE_SERVICE_NAME": "XE", "ORACLE_PASSWORD": "pw-77",
+                       "ORACLE_CALL_TIMEOUT_MS": "9000"}, env_file=None)
+    cfg = OracleConfig.from_settings(s)
+    assert isinstance(cfg, Settings) and [f.name for f in dataclasses.fields(cfg)] == [f.name for f in dataclasses.fields(Settings)]
+    assert (cfg.dsn, cfg.lock_wait_s, cfg.secrets) == ("db1:1522/XE", 3, ("pw-77", ""))
+    assert "pw-77" not in repr(cfg)
+    one = dataclasses.replace(cfg, oracle_pool_min=1, oracle_pool_max=1)  # what check-db does
+    assert type(one) is OracleConfig and (one.oracle_pool_min, one.oracle_pool_max) == (1, 1)
+    with pytest.raises(ConfigError, match="ORACLE_POOL_MAX"):
+        dataclasses.replace(cfg, oracle_pool_min=9)
+    assert OracleConfig.from_settings(load_settings({"ORACLE_DSN": "tns_alias"}, env_file=None)).dsn == "tns_alias"

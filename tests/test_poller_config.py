@@ -100,7 +100,7 @@ BAD = [
     (plc(T).replace('code = "KRCWO12ELOA101"', 'code = "KRC101 "'), "plcs[0].code", "spaces"),
     (plc('    { address = "\\"D100", type = "int16" }'), "plcs[0].groups[0].tags[0].address", "quotes"),
     (plc(T) + plc(T), "plcs[1].code", "already used by plcs[0]"),
-    (plc(T, 'protocol = "opcua"'), "plcs[0].protocol", "'opcua'"),
+    (plc(T, 'protocol = "profinet"'), "plcs[0].protocol", "'profinet'"),
     (plc(T).replace('host = "127.0.0.1"', ""), "plcs[0].host", "is required"),
     (plc(T, "port = 70000"), "plcs[0].port", "70000"),
     (plc(T, 'port = "502"'), "plcs[0].port", "'502'"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from pipeline.supervisor import BACKOFF_MAX_S, HEALTHY_RUN_S, ChildSpec, StopRequests, Supervisor
+from pipeline.common.process import StopSignals
+from pipeline.supervisor import BACKOFF_MAX_S, HEALTHY_RUN_S, ChildSpec, Supervisor
 
 
 class Clock:
@@ -29,7 +30,7 @@ def _wait_for_exit(sup: Supervisor, clock: Clock) -> None:
 def test_run_backoff_doubles_up_to_the_cap_and_resets_after_a_healthy_run(tmp_path):
     spec = ChildSpec("writer", "tests.test_run_fakechild", ("writer", str(tmp_path / "ev"), "exit=1@0"))
     clock = Clock()
-    sup = Supervisor([spec], logging.getLogger("tagpipe.test"), StopRequests(), clock=clock)
+    sup = Supervisor([spec], logging.getLogger("tagpipe.test"), StopSignals(exit_on_second=False), clock=clock)
     sup.start_all()
     delays = []
     for _ in range(7):

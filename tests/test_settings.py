@@ -30,10 +30,10 @@ def bad(name: str, value: str) -> ConfigError:
 
 def test_defaults_match_the_seed_and_the_spec():
     s = load()
-    assert (s.buffer_max_size, s.buffer_alert_threshold, s.buffer_batch_size, s.buffer_write_interval) == (100_000, 80.0, 500, 0.5)
-    assert (s.oracle_port, s.oracle_pool_min, s.oracle_pool_max, s.oracle_retry_max) == (1521, 2, 5, 3)
+    assert (s.buffer_max_size, s.buffer_alert_threshold, s.buffer_batch_size, s.buffer_write_interval_s) == (100_000, 80.0, 500, 0.5)
+    assert (s.oracle_port, s.oracle_pool_min, s.oracle_pool_max, s.db_retry_max) == (1521, 2, 5, 3)
     assert (s.ring_name, s.sqlite_path, s.backup_file_path, s.oracle_table) == ("tagpipe", "./data/tagpipe.db", "./backup", "TAG_DATA")
-    assert (s.web_host, s.web_port, s.shutdown_timeout, s.log_level) == ("127.0.0.1", 8080, 10.0, "INFO")
+    assert (s.web_host, s.web_port, s.shutdown_timeout_s, s.log_level) == ("127.0.0.1", 8080, 10.0, "INFO")
     assert not s.oracle_configured
     for setting in SETTINGS:  # every declared default passes its own validation
         assert getattr(s, setting.attr) == setting.default
@@ -147,10 +147,90 @@ def test_every_setting_is_declared_once_with_a_doc():
     names = [s.name for s in SETTINGS]
     assert len(names) == len(set(names))
     assert all(s.doc and s.name.isupper() for s in SETTINGS)
-    with pytest.raises(ValueError):
-        S.register(S.Setting("RING_NAME", "str", "x", "again"))
+    aliases = [a for s in SETTINGS for a in s.aliases]
+    assert not set(aliases) & set(names) and len(aliases) == len(set(aliases))
     table = S.settings_table_markdown()
-    assert all(f"`{n}`" in table for n in names)
+    assert all(f"`{n}`" in table for n in names + aliases)
+    assert set(S.settings_names()) == set(names + aliases)  # what web.create_app accepts as test settings
+
+
+def test_loader_returns_the_typed_class_with_typed_fields():
+    s = load({"WEB_PORT": "9090", "BUFFER_ALERT_THRESHOLD": "75"})
+    assert type(s) is S.Settings
+    assert type(s.web_port) is int and type(s.buffer_alert_threshold) is float and s.buffer_alert_threshold == 75.0
+    for setting in SETTINGS:
+        assert type(getattr(s, setting.attr)) is {"int": int, "float": float}.get(setting.kind, str), setting.name
+
+
+@pytest.mark.parametrize("attr, value", [("web_port", "8080"), ("web_port", 80.0), ("buffer_max_size", True),
+                                          ("ring_name", 7), ("health_max_lag_s", "30")])
+def test_settings_of_the_wrong_type_are_refused(attr, value):
+    with pytest.raises(ConfigError) as e:
+        S.Settings(**{attr: value})
+    assert e.value.name == attr.upper() and "must be of type" in str(e.value)
+
+
+def test_built_settings_are_validated_too():
+    import dataclasses
+
+    with pytest.raises(ConfigError, match="WEB_PORT"):
+        S.Settings(web_port=0)
+    with pytest.raises(ConfigError, match="ORACLE_POOL_MAX"):
+        dataclasses.replace(load(), oracle_pool_min=9)
+    assert S.Settings(buffer_alert_threshold=70).buffer_alert_threshold == 70.0
+
+
+@pytest.mark.parametrize("old, new, attr", [
+    ("SHUTDOWN_TIMEOUT", "SHUTDOWN_TIMEOUT_S", "shutdown_timeout_s"),
+    ("BUFFER_WRITE_INTERVAL", "BUFFER_WRITE_INTERVAL_S", "buffer_write_interval_s"),
+    ("ORACLE_RETRY_MAX", "DB_RETRY_MAX", "db_retry_max"),
+    ("DB_PROBE_MIN_INTERVAL", "DB_PROBE_MIN_INTERVAL_S", "db_probe_min_interval_s"),
+    ("DB_PROBE_MAX_INTERVAL", "DB_PROBE_MAX_INTERVAL_S", "db_probe_max_interval_s"),
+    ("SQLITE_BUSY_TIMEOUT", "SQLITE_BUSY_TIMEOUT_S", "sqlite_busy_timeout_s"),
+])
+def test_old_names_are_read_as_aliases(old, new, attr, tmp_path):
+    assert getattr(load({old: "7"}), attr) == 7
+    assert getattr(load({new: "6"}), attr) == 6
+    assert getattr(load(dotenv=f"{old}=5\n", tmp_path=tmp_path), attr) == 5
+    # Both names in one source: the same value is fine, two values are a bad setting.
+    assert getattr(load({old: "4", new: " 4"}), attr) == 4
+    with pytest.raises(ConfigError) as e:
+        load({old: "4", new: "3"})
+    msg = str(e.value)
+    assert e.value.name == new and old in msg and "'3'" in msg and "'4'" in msg and "\n" not in msg
+    # The environment wins over the file, whichever name either uses.
+    assert getattr(load({new: "2"}, f"{old}=9\n", tmp_path), attr) == 2
+    assert getattr(load({old: "2"}, f"{new}=9\n", tmp_path), attr) == 2
+    e = bad(old, "-1")  # a bad value names the name it was given under
+    assert e.name == old and "'-1'" in str(e)
+
+
+def test_ring_sizing_uses_the_ring_layout(monkeypatch):
+    from shm.layout import segment_bytes
+
+    real = os.statvfs
+    Fake = namedtuple("Fake", "f_blocks f_frsize f_bavail")
+    size = segment_bytes(1000)  # /dev/shm exactly as large as a ring of 1000 records
+    monkeypatch.setattr(os, "statvfs", lambda p: Fake(size, 1, size) if p == "/dev/shm" else real(p))
+    assert load({"BUFFER_MAX_SIZE": "1000"}).buffer_max_size == 1000
+    assert "shared memory" in str(bad("BUFFER_MAX_SIZE", "1001"))
+
+
+def test_ring_name_rule_is_the_rings_own():
+    from shm.segment import check_ring_name
+
+    for name in ("ok_name-1", "a" * 64, "a" * 65, "a.b", "a/b", ""):
+        try:
+            check_ring_name(name)
+            ring_ok = True
+        except ValueError:
+            ring_ok = False
+        try:
+            load({"RING_NAME": name})
+            settings_ok = True
+        except ConfigError:
+            settings_ok = False
+        assert ring_ok == settings_ok, name
 
 
 def test_parse_dotenv_returns_raw_strings(tmp_path):

@@ -60,7 +60,7 @@ def test_seqs_reach_the_database_in_order_through_outage_replay_and_handover(rin
     )
     prod = Producer.open(ring_name, 4000)
     cons = Consumer.open(ring_name, wait=False)
-    sink = OrderCheckingSink(settings.sqlite_path, settings.sqlite_busy_timeout)
+    sink = OrderCheckingSink(settings.sqlite_path, settings.sqlite_busy_timeout_s)
     w = Writer(cons, sink, settings)
     w.start()
     try:

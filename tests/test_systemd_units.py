@@ -63,7 +63,7 @@ def test_systemd_units_leave_no_placeholder(rendered):
 
 
 def test_systemd_services_notify_restart_and_read_the_environment_file(rendered):
-    shutdown_default = next(s.default for s in SETTINGS if s.name == "SHUTDOWN_TIMEOUT")
+    shutdown_default = next(s.default for s in SETTINGS if s.name == "SHUTDOWN_TIMEOUT_S")
     for u in SERVICES:
         svc = _parse(rendered["dir"] / u)["Service"]
         assert svc["Type"] == "notify"

@@ -40,7 +40,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """
     settings = _settings_from(test_config)
     app = Flask(__name__)
-    app.config.update(TAGPIPE_SETTINGS=settings)
     app.json.sort_keys = False
     app.json.compact = True
     monitor = Monitor(settings.ring_name, stats.Thresholds.from_settings(settings), settings.web_history_s)

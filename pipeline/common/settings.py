@@ -1,9 +1,19 @@
 """Every setting, declared once: name, type, default, validation and meaning.
 
+``Settings`` is a frozen dataclass written out below: one typed field per setting, its
+default, doc, bounds and validator in the field's metadata (``_setting(...)``). The
+environment name is the field name in capitals; a few settings also answer to an older
+name (``aliases``: the original feature's names, e.g. ``SHUTDOWN_TIMEOUT`` for
+``SHUTDOWN_TIMEOUT_S``). ``SETTINGS`` (the table the docs, ``.env.example`` and
+``python -m pipeline settings`` are generated from) is derived from the fields.
+
 Loading order: defaults, then a ``.env`` file in the working directory, then the process
-environment (which wins). Everything is validated before any process opens anything; a
-bad value raises ``ConfigError`` whose one-line message names the setting and the value
-(secrets are never shown). ``python -m pipeline settings`` prints the table.
+environment (which wins). Within one of those sources, a setting given under both its
+name and an alias must agree, else it is a bad setting. Everything is validated before
+any process opens anything (constructing ``Settings`` validates every field, so a
+``dataclasses.replace`` is checked too); a bad value raises ``ConfigError`` whose one-line
+message names the setting and the value (secrets are never shown). ``python -m pipeline
+settings`` prints the table.
 """
 
 from __future__ import annotations
@@ -11,24 +21,31 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
+
+from shm.layout import segment_bytes
+from shm.segment import check_ring_name
 
 from .errors import ConfigError
 
 SECRET_MASK = "********"
+_SPEC = "tagpipe.setting"  # the key of a field's metadata holding its Setting
 
 
 @dataclass(frozen=True)
 class Setting:
-    name: str
-    kind: str  # int, float, str, bool, choice, secret
+    """One setting as the loader, the docs and ``python -m pipeline settings`` see it."""
+
+    name: str  # environment name (the field name in capitals)
+    kind: str  # int, float, str, choice, secret
     default: Any
     doc: str
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     check: Callable[[Any], str | None] | None = None  # returns a reason when bad
+    aliases: tuple[str, ...] = ()  # older environment names still read
 
     @property
     def attr(self) -> str:
@@ -37,6 +54,11 @@ class Setting:
     @property
     def secret(self) -> bool:
         return self.kind == "secret"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every environment name it is read from, its own first."""
+        return (self.name, *self.aliases)
 
 
 def _ident(v: str) -> str | None:
@@ -47,20 +69,22 @@ def _ident(v: str) -> str | None:
 
 def _fits_shared_memory(v: int) -> str | None:
     # Compared with the size of /dev/shm, not its free space: the ring this poller
-    # already owns may be what fills it. 16384 header bytes + 64 per record (shm.layout).
+    # already owns may be what fills it. The segment's size is the ring layout's own.
     try:
         st = os.statvfs("/dev/shm")
     except OSError:
         return None
-    need, total = 16384 + 64 * v, st.f_blocks * st.f_frsize
+    need, total = segment_bytes(v), st.f_blocks * st.f_frsize
     if need > total:
         return f"needs {need // 1_000_000} MB of shared memory; /dev/shm holds only {total // 1_000_000} MB"
     return None
 
 
 def _ring(v: str) -> str | None:
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", v):
-        return "must be 1-64 characters of A-Z a-z 0-9 _ -"
+    try:
+        check_ring_name(v)  # the ring's own rule, so a name passing here is one shm accepts
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -117,80 +141,103 @@ def _oracle_columns_reason(v: str) -> str | None:
     return None
 
 
-SETTINGS: list[Setting] = [
+def _setting(default: Any, doc: str, minimum: float | None = None, maximum: float | None = None, *,
+             choices: tuple[str, ...] = (), check: Callable[[Any], str | None] | None = None,
+             secret: bool = False, aliases: tuple[str, ...] = ()) -> Any:
+    """A ``Settings`` field: its default, plus what the loader and the docs need."""
+    meta = {"doc": doc, "minimum": minimum, "maximum": maximum, "choices": choices, "check": check,
+            "secret": secret, "aliases": aliases}
+    return field(default=default, metadata={_SPEC: meta})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings of a process (``load_settings()``), validated when built.
+
+    Units are in the names where a name alone would not say (``_s``, ``_ms``, ``_mb``).
+    Raises ConfigError (one line naming the setting) for a value of the wrong type, out
+    of bounds or refused by its validator.
+    """
+
     # --- ring ---
-    Setting("RING_NAME", "str", "tagpipe", "Which shared-memory ring to create or attach (/dev/shm/NAME.ring).", check=_ring),
-    Setting("BUFFER_MAX_SIZE", "int", 100_000, "Ring capacity in records (64 bytes each).", 16, 50_000_000, check=_fits_shared_memory),
-    Setting("BUFFER_ALERT_THRESHOLD", "float", 80.0, "Ring fill (%) above which a warning is logged and health degrades.", 1.0, 100.0),
+    ring_name: str = _setting("tagpipe", "Which shared-memory ring to create or attach (/dev/shm/NAME.ring).", check=_ring)
+    buffer_max_size: int = _setting(100_000, "Ring capacity in records (64 bytes each).", 16, 50_000_000, check=_fits_shared_memory)
+    buffer_alert_threshold: float = _setting(80.0, "Ring fill (%) above which a warning is logged and health degrades.", 1.0, 100.0)
     # --- writer ---
-    Setting("BUFFER_BATCH_SIZE", "int", 500, "Records per batch normally; a batch goes when this many wait.", 1, 100_000),
-    Setting("BUFFER_BATCH_MAX", "int", 20_000, "Largest batch the writer grows to under a backlog (capped at half the ring; 20,000 measured: see BENCHMARKS.md).", 1, 1_000_000),
-    Setting("BUFFER_WRITE_INTERVAL", "float", 0.5, "Seconds after which a partial batch is written anyway.", 0.001, 60.0),
-    Setting("ORACLE_RETRY_MAX", "int", 3, "Attempts per batch before it goes to a backup file (waits 1 s, 2 s, 4 s, ...).", 1, 10),
-    Setting("BACKUP_FILE_PATH", "str", "./backup", "Folder of CSV backup files written while the database is down.", check=_nonempty),
-    Setting("SQLITE_PATH", "str", "./data/tagpipe.db", "SQLite database used when no Oracle is configured.", check=_nonempty),
-    Setting("BACKUP_MIN_FREE_MB", "int", 512, "Free space (MB) under BACKUP_FILE_PATH below which the writer warns (disk state low).", 0, 10_000_000),
-    Setting("BACKUP_RETENTION_DAYS", "float", 7.0, "Days replayed backup files are kept in BACKUP_FILE_PATH/replayed/ before removal.", 0.0, 3650.0),
-    Setting("BACKUP_FILE_MAX_ROWS", "int", 100_000, "Rows after which the writer starts a new backup file while spilling.", 100, 10_000_000),
-    Setting("DB_PROBE_MIN_INTERVAL", "float", 1.0, "Seconds before the first database probe once the circuit opens (then doubling, with jitter).", 0.05, 3600.0),
-    Setting("DB_PROBE_MAX_INTERVAL", "float", 10.0, "Longest wait (s) between database probes while the database is down.", 0.05, 3600.0),
-    Setting("SQLITE_BUSY_TIMEOUT", "float", 1.0, "Seconds a SQLite write waits for a lock held by another connection before the attempt fails.", 0.0, 60.0),
+    buffer_batch_size: int = _setting(500, "Records per batch normally; a batch goes when this many wait.", 1, 100_000)
+    buffer_batch_max: int = _setting(20_000, "Largest batch the writer grows to under a backlog (capped at half the ring; 20,000 measured: see BENCHMARKS.md).", 1, 1_000_000)
+    buffer_write_interval_s: float = _setting(0.5, "Seconds after which a partial batch is written anyway.", 0.001, 60.0, aliases=("BUFFER_WRITE_INTERVAL",))
+    db_retry_max: int = _setting(3, "Attempts per batch before it goes to a backup file (waits 1 s, 2 s, 4 s, ...), for Oracle and SQLite alike.", 1, 10, aliases=("ORACLE_RETRY_MAX",))
+    backup_file_path: str = _setting("./backup", "Folder of CSV backup files written while the database is down.", check=_nonempty)
+    sqlite_path: str = _setting("./data/tagpipe.db", "SQLite database used when no Oracle is configured.", check=_nonempty)
+    backup_min_free_mb: int = _setting(512, "Free space (MB) under BACKUP_FILE_PATH below which the writer warns (disk state low).", 0, 10_000_000)
+    backup_retention_days: float = _setting(7.0, "Days replayed backup files are kept in BACKUP_FILE_PATH/replayed/ before removal.", 0.0, 3650.0)
+    backup_file_max_rows: int = _setting(100_000, "Rows after which the writer starts a new backup file while spilling.", 100, 10_000_000)
+    db_probe_min_interval_s: float = _setting(1.0, "Seconds before the first database probe once the circuit opens (then doubling, with jitter).", 0.05, 3600.0, aliases=("DB_PROBE_MIN_INTERVAL",))
+    db_probe_max_interval_s: float = _setting(10.0, "Longest wait (s) between database probes while the database is down.", 0.05, 3600.0, aliases=("DB_PROBE_MAX_INTERVAL",))
+    sqlite_busy_timeout_s: float = _setting(1.0, "Seconds a SQLite write waits for a lock held by another connection before the attempt fails.", 0.0, 60.0, aliases=("SQLITE_BUSY_TIMEOUT",))
     # --- oracle ---
-    Setting("ORACLE_HOST", "str", "", "Oracle host; setting it (or ORACLE_DSN) selects the Oracle sink."),
-    Setting("ORACLE_PORT", "int", 1521, "Oracle listener port.", 1, 65535),
-    Setting("ORACLE_SERVICE_NAME", "str", "", "Oracle service name."),
-    Setting("ORACLE_USERNAME", "str", "", "Oracle user the writer connects as."),
-    Setting("ORACLE_PASSWORD", "secret", "", "Oracle password (never logged or shown)."),
-    Setting("ORACLE_DSN", "str", "", "Full connect string (overrides host/port/service), e.g. a RAC or failover address list."),
-    Setting("ORACLE_POOL_MIN", "int", 2, "Connections the pool keeps open.", 1, 64),
-    Setting("ORACLE_POOL_MAX", "int", 5, "Most connections the pool opens.", 1, 64),
-    Setting("ORACLE_TABLE", "str", "TAG_DATA", "Table the writer inserts into.", check=_ident),
-    Setting("ORACLE_CURSOR_TABLE", "str", "TAGPIPE_CURSOR", "Table holding the writer's position per ring epoch, updated in the same transaction as the rows (exactly once).", check=_ident),
-    Setting("ORACLE_COLUMNS", "str", "", "Column names of an existing table, e.g. TS=MEAS_TIME,PLC_CODE=PLC_ID,RING_EPOCH=-,SEQ=- (- = the table has no such column).", check=lambda v: _oracle_columns_reason(v)),
-    Setting("ORACLE_CALL_TIMEOUT_MS", "int", 30_000, "Longest a single database call may take (a black-holed network cannot hang the writer).", 500, 600_000),
-    Setting("ORACLE_CONNECT_TIMEOUT_S", "float", 10.0, "TCP connect timeout for each new connection.", 0.5, 120.0),
-    Setting("ORACLE_POOL_WAIT_MS", "int", 5_000, "Longest wait for a pooled connection (then the database counts as down).", 100, 600_000),
-    Setting("ORACLE_EXPIRE_TIME_MIN", "int", 2, "Minutes between keep-alive probes on idle connections (0 = off), so firewalls keep them.", 0, 1440),
-    Setting("ORACLE_WALLET_LOCATION", "str", "", "Folder of the wallet (ewallet.pem) for TCPS connections."),
-    Setting("ORACLE_WALLET_PASSWORD", "secret", "", "Password of the wallet's private key (never logged or shown)."),
-    Setting("ORACLE_CONFIG_DIR", "str", "", "Folder of tnsnames.ora, so ORACLE_DSN may be a net service name."),
-    Setting("ORACLE_INSERT_CHUNK_ROWS", "int", 5_000, "Rows per executemany round trip (a larger batch is sent in several, in one transaction).", 100, 100_000),
+    oracle_host: str = _setting("", "Oracle host; setting it (or ORACLE_DSN) selects the Oracle sink.")
+    oracle_port: int = _setting(1521, "Oracle listener port.", 1, 65535)
+    oracle_service_name: str = _setting("", "Oracle service name.")
+    oracle_username: str = _setting("", "Oracle user the writer connects as.")
+    oracle_password: str = _setting("", "Oracle password (never logged or shown).", secret=True)
+    oracle_dsn: str = _setting("", "Full connect string (overrides host/port/service), e.g. a RAC or failover address list.")
+    oracle_pool_min: int = _setting(2, "Connections the pool keeps open.", 1, 64)
+    oracle_pool_max: int = _setting(5, "Most connections the pool opens.", 1, 64)
+    oracle_table: str = _setting("TAG_DATA", "Table the writer inserts into.", check=_ident)
+    oracle_cursor_table: str = _setting("TAGPIPE_CURSOR", "Table holding the writer's position per ring epoch, updated in the same transaction as the rows (exactly once).", check=_ident)
+    oracle_columns: str = _setting("", "Column names of an existing table, e.g. TS=MEAS_TIME,PLC_CODE=PLC_ID,RING_EPOCH=-,SEQ=- (- = the table has no such column).", check=_oracle_columns_reason)
+    oracle_call_timeout_ms: int = _setting(30_000, "Longest a single database call may take (a black-holed network cannot hang the writer).", 500, 600_000)
+    oracle_connect_timeout_s: float = _setting(10.0, "TCP connect timeout for each new connection.", 0.5, 120.0)
+    oracle_pool_wait_ms: int = _setting(5_000, "Longest wait for a pooled connection (then the database counts as down).", 100, 600_000)
+    oracle_expire_time_min: int = _setting(2, "Minutes between keep-alive probes on idle connections (0 = off), so firewalls keep them.", 0, 1440)
+    oracle_wallet_location: str = _setting("", "Folder of the wallet (ewallet.pem) for TCPS connections.")
+    oracle_wallet_password: str = _setting("", "Password of the wallet's private key (never logged or shown).", secret=True)
+    oracle_config_dir: str = _setting("", "Folder of tnsnames.ora, so ORACLE_DSN may be a net service name.")
+    oracle_insert_chunk_rows: int = _setting(5_000, "Rows per executemany round trip (a larger batch is sent in several, in one transaction).", 100, 100_000)
     # --- poller ---
-    Setting("TAGS_FILE", "str", "", "TOML file of PLCs and tags; without it the built-in simulator runs."),
+    tags_file: str = _setting("", "TOML file of PLCs and tags; without it the built-in simulator runs.")
     # --- web ---
-    Setting("WEB_HOST", "str", "127.0.0.1", "Address the status page and API listen on.", check=_host),
-    Setting("WEB_PORT", "int", 8080, "Port of the status page and API.", 1, 65535),
-    Setting("WEB_LANG", "choice", "auto", "Status page language: ko, en, or auto (the browser's Accept-Language).", choices=("auto", "ko", "en")),
-    Setting("WEB_HISTORY_S", "int", 600, "Seconds of throughput/lag history the web process keeps for the chart (sampled once a second).", 60, 3600),
-    Setting("HEALTH_MAX_LAG_S", "float", 30.0, "Oldest unwritten value older than this (s) makes health degraded (clears below half).", 1.0, 86400.0),
-    Setting("HEALTH_HEARTBEAT_S", "float", 10.0, "A poller/writer heartbeat older than this (s) counts as that process down.", 1.0, 3600.0),
+    web_host: str = _setting("127.0.0.1", "Address the status page and API listen on.", check=_host)
+    web_port: int = _setting(8080, "Port of the status page and API.", 1, 65535)
+    web_lang: str = _setting("auto", "Status page language: ko, en, or auto (the browser's Accept-Language).", choices=("auto", "ko", "en"))
+    web_history_s: int = _setting(600, "Seconds of throughput/lag history the web process keeps for the chart (sampled once a second).", 60, 3600)
+    health_max_lag_s: float = _setting(30.0, "Oldest unwritten value older than this (s) makes health degraded (clears below half).", 1.0, 86400.0)
+    health_heartbeat_s: float = _setting(10.0, "A poller/writer heartbeat older than this (s) counts as that process down.", 1.0, 3600.0)
     # --- all processes ---
-    Setting("SHUTDOWN_TIMEOUT", "float", 10.0, "Seconds an orderly stop may take (the writer's final flush).", 0.1, 600.0),
-    Setting("LOG_LEVEL", "choice", "INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-]
+    shutdown_timeout_s: float = _setting(10.0, "Seconds an orderly stop may take (the writer's final flush).", 0.1, 600.0, aliases=("SHUTDOWN_TIMEOUT",))
+    log_level: str = _setting("INFO", "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    def __post_init__(self) -> None:
+        for s in SETTINGS:
+            value = getattr(self, s.attr)
+            checked = _check_value(s, value, SECRET_MASK if s.secret else str(value))
+            if checked is not value:  # an int given for a float field becomes a float
+                object.__setattr__(self, s.attr, checked)
+        _cross_check(self)
+
+    @property
+    def oracle_configured(self) -> bool:
+        """True when ORACLE_HOST or ORACLE_DSN selects the Oracle sink."""
+        return bool(self.oracle_host or self.oracle_dsn)
+
+    def masked(self) -> dict[str, Any]:
+        """{SETTING_NAME: value}, a set secret shown as ``SECRET_MASK``."""
+        return {s.name: (SECRET_MASK if s.secret and getattr(self, s.attr) else getattr(self, s.attr)) for s in SETTINGS}
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.masked().items()) + ")"
 
 
-def register(*new: Setting) -> None:
-    """Add settings (used only by this module's own table; kept for clarity of ownership)."""
-    known = {s.name for s in SETTINGS}
-    for s in new:
-        if s.name in known:
-            raise ValueError(f"setting {s.name} declared twice")
-        SETTINGS.append(s)
-        known.add(s.name)
+def _spec_of(f: Any) -> Setting:
+    m = f.metadata[_SPEC]
+    kind = "secret" if m["secret"] else "choice" if m["choices"] else str(f.type)
+    return Setting(f.name.upper(), kind, f.default, m["doc"], m["minimum"], m["maximum"], m["choices"], m["check"], m["aliases"])
 
 
-def _build_class():
-    return make_dataclass(
-        "Settings",
-        [(s.attr, Any) for s in SETTINGS],
-        frozen=True,
-        namespace={
-            "masked": lambda self: {s.name: (SECRET_MASK if s.secret and getattr(self, s.attr) else getattr(self, s.attr)) for s in SETTINGS},
-            "oracle_configured": property(lambda self: bool(self.oracle_host or self.oracle_dsn)),
-            "__repr__": lambda self: "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.masked().items()) + ")",
-        },
-    )
+SETTINGS: list[Setting] = [_spec_of(f) for f in fields(Settings)]
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "choice": str, "secret": str}
 
 
 def parse_dotenv(path: str) -> dict[str, str]:
@@ -220,42 +267,51 @@ def parse_dotenv(path: str) -> dict[str, str]:
     return out
 
 
-def _convert(s: Setting, raw: str) -> Any:
+def _convert(s: Setting, raw: str, name: str | None = None) -> Any:
+    """``raw`` text -> the setting's typed, validated value. ``name``: the environment name
+    it came under (an alias), for the error. Raises ConfigError."""
+    name = name or s.name
     text = raw.strip()
     if s.kind == "int":
         try:
             value: Any = int(text.replace("_", ""))
         except ValueError:
-            raise ConfigError(s.name, raw, "must be a whole number") from None
+            raise ConfigError(name, raw, "must be a whole number") from None
     elif s.kind == "float":
         try:
             value = float(text)
         except ValueError:
-            raise ConfigError(s.name, raw, "must be a number") from None
+            raise ConfigError(name, raw, "must be a number") from None
         if not math.isfinite(value):
-            raise ConfigError(s.name, raw, "must be a finite number")
-    elif s.kind == "bool":
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            value = True
-        elif low in ("0", "false", "no", "off", ""):
-            value = False
-        else:
-            raise ConfigError(s.name, raw, "must be true or false")
+            raise ConfigError(name, raw, "must be a finite number")
     elif s.kind == "choice":
         value = text.upper() if s.choices and s.choices[0].isupper() else text.lower()
-        if value not in s.choices:
-            raise ConfigError(s.name, raw, "must be one of " + ", ".join(s.choices))
     elif s.kind == "secret":
         value = raw
     else:
         value = text
+    return _check_value(s, value, raw, name)
+
+
+def _check_value(s: Setting, value: Any, raw: str, name: str | None = None) -> Any:
+    """``value`` if it has the setting's type and passes its bounds, choices and validator
+    (an int for a float setting comes back as a float). Raises ConfigError naming ``name``."""
+    name = name or s.name
+    want = _TYPES[s.kind]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not want:
+        raise ConfigError(name, raw, f"must be of type {want.__name__}, not {type(value).__name__}", secret=s.secret)
+    if want is float and not math.isfinite(value):
+        raise ConfigError(name, raw, "must be a finite number")
+    if s.choices and value not in s.choices:
+        raise ConfigError(name, raw, "must be one of " + ", ".join(s.choices))
     if s.minimum is not None and value < s.minimum or s.maximum is not None and value > s.maximum:
-        raise ConfigError(s.name, raw, f"must be between {_fmt(s.minimum)} and {_fmt(s.maximum)}", secret=s.secret)
+        raise ConfigError(name, raw, f"must be between {_fmt(s.minimum)} and {_fmt(s.maximum)}", secret=s.secret)
     if s.check is not None:
         reason = s.check(value)
         if reason:
-            raise ConfigError(s.name, raw, reason, secret=s.secret)
+            raise ConfigError(name, raw, reason, secret=s.secret)
     return value
 
 
@@ -263,10 +319,12 @@ def _fmt(x: float | None) -> str:
     return "-inf" if x is None else (str(int(x)) if float(x).is_integer() else str(x))
 
 
-def load_settings(env: Mapping[str, str] | None = None, env_file: str | None = ".env") -> Any:
+def load_settings(env: Mapping[str, str] | None = None, env_file: str | None = ".env") -> Settings:
     """Build the frozen Settings from defaults, ``env_file`` (if it exists) and ``env``.
 
-    ``env`` defaults to ``os.environ``. Raises ConfigError naming the first bad setting.
+    ``env`` defaults to ``os.environ`` and wins over the file, whichever name (own or
+    alias) each uses. Raises ConfigError naming the first bad setting, or a setting given
+    twice in one source (own name and alias) with values that differ.
     """
     env = os.environ if env is None else env
     file_values: dict[str, str] = {}
@@ -274,39 +332,65 @@ def load_settings(env: Mapping[str, str] | None = None, env_file: str | None = "
         file_values = parse_dotenv(env_file)
     values: dict[str, Any] = {}
     for s in SETTINGS:
-        if s.name in env:
-            values[s.attr] = _convert(s, env[s.name])
-        elif s.name in file_values:
-            values[s.attr] = _convert(s, file_values[s.name])
-        else:
-            values[s.attr] = s.default
-    _cross_check(values)
-    return _build_class()(**values)
+        for source in (env, file_values):
+            given = [(n, source[n]) for n in s.names if n in source]
+            if given:
+                values[s.attr] = _one_value(s, given)
+                break
+    return Settings(**values)
 
 
-def _cross_check(v: dict[str, Any]) -> None:
-    if v["oracle_pool_min"] > v["oracle_pool_max"]:
-        raise ConfigError("ORACLE_POOL_MIN", str(v["oracle_pool_min"]), f"must not exceed ORACLE_POOL_MAX ({v['oracle_pool_max']})")
-    if v["db_probe_min_interval"] > v["db_probe_max_interval"]:
-        raise ConfigError("DB_PROBE_MIN_INTERVAL", str(v["db_probe_min_interval"]), f"must not exceed DB_PROBE_MAX_INTERVAL ({v['db_probe_max_interval']})")
-    if v["buffer_batch_size"] > v["buffer_batch_max"]:
-        raise ConfigError("BUFFER_BATCH_SIZE", str(v["buffer_batch_size"]), f"must not exceed BUFFER_BATCH_MAX ({v['buffer_batch_max']})")
-    if v["oracle_host"] and not v["oracle_dsn"] and not v["oracle_service_name"]:
+def _one_value(s: Setting, given: list[tuple[str, str]]) -> Any:
+    """The value of ``s`` from one source, where it may be named more than once."""
+    (name, raw), *others = given
+    value = _convert(s, raw, name)
+    for other, other_raw in others:
+        if _convert(s, other_raw, other) != value:
+            raise ConfigError(name, raw, f"disagrees with {other}={SECRET_MASK if s.secret else other_raw!r}"
+                              f" ({other} is the older name of {s.name}: set one of them)", secret=s.secret)
+    return value
+
+
+def read_secret(name: str, env: Mapping[str, str] | None = None, env_file: str | None = ".env") -> str | None:
+    """A secret named elsewhere (e.g. a tag file's ``password_env``): the process environment
+    first, then ``env_file`` (the same .env the settings come from). None when neither has it.
+
+    The value is returned only to its user; callers never log or show it.
+    Raises ConfigError for a malformed .env file (like ``load_settings``).
+    """
+    env = os.environ if env is None else env
+    if name in env:
+        return env[name]
+    if env_file and os.path.isfile(env_file):
+        return parse_dotenv(env_file).get(name)
+    return None
+
+
+def _cross_check(v: Settings) -> None:
+    if v.oracle_pool_min > v.oracle_pool_max:
+        raise ConfigError("ORACLE_POOL_MIN", str(v.oracle_pool_min), f"must not exceed ORACLE_POOL_MAX ({v.oracle_pool_max})")
+    if v.db_probe_min_interval_s > v.db_probe_max_interval_s:
+        raise ConfigError("DB_PROBE_MIN_INTERVAL_S", str(v.db_probe_min_interval_s), f"must not exceed DB_PROBE_MAX_INTERVAL_S ({v.db_probe_max_interval_s})")
+    if v.buffer_batch_size > v.buffer_batch_max:
+        raise ConfigError("BUFFER_BATCH_SIZE", str(v.buffer_batch_size), f"must not exceed BUFFER_BATCH_MAX ({v.buffer_batch_max})")
+    if v.oracle_host and not v.oracle_dsn and not v.oracle_service_name:
         raise ConfigError("ORACLE_SERVICE_NAME", "", "must be set when ORACLE_HOST is set (or give ORACLE_DSN)")
 
 
 def settings_table_markdown() -> str:
-    """The README's settings table, generated from SETTINGS."""
+    """The docs' settings table (docs/settings.md), generated from SETTINGS."""
     rows = ["| setting | default | meaning |", "| --- | --- | --- |"]
     for s in SETTINGS:
         default = "(empty)" if s.default in ("", None) else f"`{s.default}`"
-        rows.append(f"| `{s.name}` | {default} | {s.doc} |")
+        also = "".join(f" (also read as `{a}`, its older name)" for a in s.aliases)
+        rows.append(f"| `{s.name}` | {default} | {s.doc}{also} |")
     return "\n".join(rows)
 
 
 def settings_names() -> list[str]:
-    return [s.name for s in SETTINGS]
+    """Every environment name a setting is read from, aliases included."""
+    return [n for s in SETTINGS for n in s.names]
 
 
-def as_dict(settings: Any) -> dict[str, Any]:
+def as_dict(settings: Settings) -> dict[str, Any]:
     return {f.name: getattr(settings, f.name) for f in fields(settings)}

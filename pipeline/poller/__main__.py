@@ -22,35 +22,25 @@ from pipeline.common import exitcodes, sdnotify
 from pipeline.common.process import StopSignals, start_process
 from shm import CapacityError, LayoutMismatch, Producer, RoleTaken
 
-from .config import DEMO_PLANT, PlantConfig, TagsFileError, load_plant
+from .config import PlantConfig, TagsFileError, load_tags
+from .load_options import DEFAULT_DURATION_S, add_load_options, load_options_problem
 
 RATE_TOLERANCE = 0.95  # load mode: below this share of the asked rate the check fails
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m pipeline.poller", description=__doc__.split("\n")[0])
-    ap.add_argument("--rate", type=float, help="load mode: values per second (0: as fast as possible)")
-    ap.add_argument("--duration", type=float, help="load mode: seconds to run (default 60)")
+    add_load_options(ap, f"load mode: seconds to run (default {DEFAULT_DURATION_S:g})")
     ap.add_argument("--check", action="store_true", help="validate the tag definitions and exit")
     ns = ap.parse_args(argv)
-    if ns.rate is None:
-        if ns.duration is not None:
-            ap.error("--duration goes with --rate (load mode)")
-        return ns
-    if ns.check:
+    problem = load_options_problem(ns.rate, ns.duration)
+    if problem:
+        ap.error(problem)
+    if ns.rate is not None and ns.check:
         ap.error("--check validates TAGS_FILE; load mode (--rate) does not read it")
-    if ns.duration is None:
-        ns.duration = 60.0
-    if not 0 <= ns.rate <= 1e9:
-        ap.error(f"--rate {ns.rate:g}: must be between 0 and 1e9")
-    if not 0 < ns.duration <= 7 * 86_400:
-        ap.error(f"--duration {ns.duration:g}: must be more than 0 and at most a week")
+    if ns.rate is not None and ns.duration is None:
+        ns.duration = DEFAULT_DURATION_S
     return ns
-
-
-def load_tags(settings) -> PlantConfig:
-    """The plant to poll: TAGS_FILE, or the shipped demo plant (simulated). Raises TagsFileError."""
-    return load_plant(settings.tags_file or DEMO_PLANT)
 
 
 def open_ring(settings, log: logging.Logger) -> Producer:
@@ -84,19 +74,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{plant.path}: {len(plant.plcs)} PLCs, {plant.tag_count} tags: OK")
             return exitcodes.OK
+    secrets: dict[str, str | None] = {}
+    if plant is not None and "opcua" in plant.protocols:
+        rc = _opcua_preflight(plant, secrets, log)
+        if rc:
+            return rc
     signals = StopSignals().install()
     producer = open_ring(settings, log)
     try:
         if plant is None:
             return _run_load(producer, args, signals, log)
-        return _run_poll(producer, plant, settings, signals, log)
+        return _run_poll(producer, plant, settings, signals, log, secrets)
     finally:
         sdnotify.stopping()
         producer.close()
         log.info("poller stopped (published up to seq %d)", producer.published)
 
 
-def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log: logging.Logger) -> int:
+def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log: logging.Logger,
+              secrets: dict[str, str | None]) -> int:
     from .scheduler import Poller
     from .sources.simulator import SimulatedPlc
 
@@ -107,6 +103,14 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
 
             quiet_pymodbus()
             sources.append(ModbusPlc(plc))
+        elif plc.protocol == "mc":
+            from .sources.mc import McPlc
+
+            sources.append(McPlc(plc))
+        elif plc.protocol == "opcua":
+            from .sources.opcua import OpcUaPlc
+
+            sources.append(OpcUaPlc(plc, secrets.get(plc.code)))
         else:
             sources.append(SimulatedPlc(plc))
     log.info("polling %d PLCs, %d tags from %s%s", len(plant.plcs), plant.tag_count, plant.path,
@@ -115,7 +119,7 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
     async def run() -> bool:
         poller = Poller(producer, plant, sources, signals)
         sdnotify.ready(f"polling {len(plant.plcs)} PLCs, {plant.tag_count} tags")
-        await poller.run(settings.shutdown_timeout)
+        await poller.run(settings.shutdown_timeout_s)
         return poller.ring_lost
 
     if asyncio.run(run()):
@@ -124,12 +128,58 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
     return exitcodes.OK
 
 
+# --- OPC UA (issue 14) ---
+def _opcua_preflight(plant: PlantConfig, secrets: dict[str, str | None], log: logging.Logger) -> int:
+    """Before the ring is opened: every OPC UA password (named by password_env) must be set,
+    and every node of a server that answers must exist and be a scalar number or Boolean.
+
+    Fills ``secrets`` (PLC code -> password). Returns 0, or exit code 2 after one line on
+    stderr naming the variable or the node (a password is never shown). A server that
+    does not answer now is not an error here: the poller retries it like any PLC.
+    """
+    from .sources.opcua import OpcUaPlc, password_for, quiet_asyncua
+
+    quiet_asyncua()
+    plcs = [(i, plc) for i, plc in enumerate(plant.plcs) if plc.protocol == "opcua"]
+    for i, plc in plcs:
+        try:
+            secrets[plc.code] = password_for(plc)
+        except KeyError as e:
+            print(f"tagpipe poller: bad setting {e.args[0]}: is not set in the environment or .env"
+                  f" (password_env of plcs[{i}] {plc.code!r} in {plant.path})", file=sys.stderr)
+            return exitcodes.CONFIG
+
+    async def check() -> list:
+        srcs = [OpcUaPlc(plc, secrets[plc.code]) for _, plc in plcs]
+        try:
+            return await asyncio.gather(*(s.check_nodes() for s in srcs), return_exceptions=True)
+        finally:
+            await asyncio.gather(*(s.close() for s in srcs), return_exceptions=True)
+
+    problems = []
+    for (i, plc), res in zip(plcs, asyncio.run(check())):
+        if isinstance(res, BaseException):
+            log.info("OPC UA server of %s not checked at start (%s): its nodes are checked when it answers",
+                     plc.code, res)
+            continue
+        problems += [(f"plcs[{i}].groups[{g}].tags[{t}].node", node, reason) for g, t, node, reason in res]
+    if problems:
+        key, node, reason = problems[0]
+        more = f" (and {len(problems) - 1} more nodes)" if len(problems) > 1 else ""
+        print(f"tagpipe poller: bad TAGS_FILE {plant.path}: {key} = {node!r}: {reason}{more}", file=sys.stderr)
+        return exitcodes.CONFIG
+    return 0
+# --- end OPC UA ---
+
+
 def _run_load(producer, args, signals: StopSignals, log: logging.Logger) -> int:
+    from shm.ring import now_us
+
     from .loadgen import LoadGenerator
-    from .scheduler import SOURCE_KIND, wall_us
+    from .scheduler import SOURCE_KIND
 
     producer.set("poller.source_kind", SOURCE_KIND["load"])
-    producer.set("poller.started_us", wall_us())
+    producer.set("poller.started_us", now_us())
     producer.set("poller.plc_count", 0)
     gen = LoadGenerator(producer, args.rate, args.duration, signals)
     sdnotify.ready(f"load mode: {args.rate:g} values/s for {args.duration:g} s")

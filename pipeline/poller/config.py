@@ -17,9 +17,10 @@ from typing import Any
 from pipeline.common.errors import PipelineError
 from shm.layout import MAX_PLCS, check_field_text
 
+from . import melsec, opcua_config
 from . import registers as R
 
-PROTOCOLS = ("modbus", "simulator")
+PROTOCOLS = ("modbus", "simulator", melsec.PROTOCOL, "opcua")  # mc: validation in melsec.py; opcua: in opcua_config.py
 WAVES = ("sine", "ramp", "counter", "square", "walk", "constant")
 DEFAULT_MAX_SILENCE_S = 60.0
 MIN_INTERVAL_S = 0.01  # below this the scheduler's own jitter dominates
@@ -53,12 +54,13 @@ class SimSpec:
 class TagConfig:
     address: str  # what the record carries as tag_address (ASCII, <= 16 bytes)
     type: str
-    spec: R.TagSpec | None  # where and how to read it (Modbus); None for simulated tags
+    spec: R.TagSpec | melsec.McTagSpec | None  # where and how to read it (Modbus, MC); None for simulated tags
     deadband: float | None = None  # absolute, engineering units; None: every poll is published
     max_silence_s: float = DEFAULT_MAX_SILENCE_S
     unit: str = ""
     description: str = ""
     sim: SimSpec | None = None
+    opcua: opcua_config.OpcUaTag | None = None  # node id, scale, offset (OPC UA tags only)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class PlcConfig:
     backoff_max_s: float = 30.0
     max_gap: int = 0
     description: str = ""
+    mc: melsec.McSettings | None = None  # set for protocol = "mc" (series, routing)
+    opcua: opcua_config.OpcUaOptions | None = None  # endpoint and security (OPC UA PLCs only)
 
     @property
     def tag_count(self) -> int:
@@ -189,7 +193,8 @@ class _Loader:
 
     def plc(self, t: dict, where: str) -> PlcConfig:
         self.keys(t, where, ("code", "protocol", "host", "port", "unit_id", "timeout_s", "backoff_max_s",
-                             "word_order", "d_base", "max_gap", "max_silence_s", "description", "groups"))
+                             "word_order", "d_base", "max_gap", "max_silence_s", "description", "groups",
+                             *melsec.PLC_KEYS, *opcua_config.PLC_KEYS, "password"))
         code = self.text(t, "code", where)
         try:
             check_field_text("plc code", code)
@@ -197,17 +202,28 @@ class _Loader:
             self.fail(f"{where}.code", code, str(e))
         protocol = self.text(t, "protocol", where, "modbus", PROTOCOLS)
         host = ""
-        if protocol == "modbus":
+        if protocol in ("modbus", melsec.PROTOCOL):
             host = self.text(t, "host", where)
             if not host.strip() or any(c.isspace() for c in host):
                 self.fail(f"{where}.host", host, "must be a host name or IP address")
         elif "host" in t:
-            self.fail(f"{where}.host", t["host"], "only a modbus PLC has a host")
+            self.fail(f"{where}.host", t["host"], "only a modbus or mc PLC has a host")
+        mc = melsec.load_plc_settings(self, t, where, protocol)
+        # --- OPC UA (issue 14): endpoint and security, validated in opcua_config ---
+        opcua = None
+        if protocol == "opcua":
+            opcua = opcua_config.plc_options(self, t, where)
+        else:
+            opcua_config.refuse_plc_keys(self, t, where, protocol)
+            if "password" in t:
+                self.fail(f"{where}.password", "********", "unknown key (passwords are never read from the tag file)")
+        # --- end OPC UA ---
         ctx = {
             "word_order": self.text(t, "word_order", where, "big", R.WORD_ORDERS),
             "d_base": self.number(t, "d_base", where, 0, 0, R.MAX_ADDRESS, integer=True),
             "max_silence_s": self.number(t, "max_silence_s", where, DEFAULT_MAX_SILENCE_S, 0, 86_400, lo_open=True),
             "protocol": protocol,
+            "mc": mc,
         }
         groups: list[GroupConfig] = []
         seen: dict[str, str] = {}
@@ -224,12 +240,15 @@ class _Loader:
             protocol=protocol,
             groups=tuple(groups),
             host=host,
-            port=self.number(t, "port", where, 502, 1, 65535, integer=True),
+            # An MC port is whatever the PLC's Ethernet settings open: no default to guess.
+            port=self.number(t, "port", where, 502, 1, 65535, integer=True, required=mc is not None),
             unit_id=self.number(t, "unit_id", where, 1, 0, 255, integer=True),
             timeout_s=self.number(t, "timeout_s", where, 1.0, 0, 60, lo_open=True),
             backoff_max_s=self.number(t, "backoff_max_s", where, 30.0, 0.1, 3600),
             max_gap=self.number(t, "max_gap", where, 0, 0, 124, integer=True),
             description=self.text(t, "description", where, ""),
+            mc=mc,
+            opcua=opcua,
         )
 
     def group(self, t: dict, where: str, index: int, ctx: dict) -> GroupConfig:
@@ -240,13 +259,18 @@ class _Loader:
 
     def tag(self, t: dict, where: str, ctx: dict) -> TagConfig:
         self.keys(t, where, ("address", "register", "type", "word_order", "bit", "scale", "offset", "deadband",
-                             "max_silence_s", "unit", "description", "sim"))
+                             "max_silence_s", "unit", "description", "sim", *opcua_config.TAG_KEYS)
+                  + (("device",) if ctx["protocol"] == melsec.PROTOCOL else ()))
+        if ctx["protocol"] == "opcua":
+            return self.opcua_tag(t, where, ctx)
+        opcua_config.refuse_tag_keys(self, t, where, ctx["protocol"])
         address = self.text(t, "address", where)
         try:
             check_field_text("tag address", address)
         except ValueError as e:
             self.fail(f"{where}.address", address, str(e))
-        type_ = self.text(t, "type", where, "float32" if ctx["protocol"] == "simulator" else None, R.DATA_TYPES)
+        types = melsec.DATA_TYPES if ctx["protocol"] == melsec.PROTOCOL else R.DATA_TYPES
+        type_ = self.text(t, "type", where, "float32" if ctx["protocol"] == "simulator" else None, types)
         word_order = self.text(t, "word_order", where, ctx["word_order"], R.WORD_ORDERS)
         scale = self.number(t, "scale", where, 1.0)
         if scale == 0:
@@ -258,7 +282,9 @@ class _Loader:
         if bit is not None and type_ != "bool":
             self.fail(f"{where}.bit", bit, f"only a bool tag reads a single bit (type is {type_})")
         spec = sim = None
-        if ctx["protocol"] == "modbus":
+        if ctx["protocol"] == melsec.PROTOCOL:
+            spec = melsec.load_tag_spec(self, t, where, type_, ctx["mc"], scale, offset)
+        elif ctx["protocol"] == "modbus":
             if "sim" in t:
                 self.fail(f"{where}.sim", t["sim"], "only a simulator PLC animates tags")
             key = "register" if "register" in t else "address"
@@ -282,6 +308,27 @@ class _Loader:
         return TagConfig(address, type_, spec, deadband, silence, self.text(t, "unit", where, ""),
                          self.text(t, "description", where, ""), sim)
 
+    # --- OPC UA (issue 14) ---
+    def opcua_tag(self, t: dict, where: str, ctx: dict) -> TagConfig:
+        """An OPC UA tag: ``node`` is read; ``address`` (default: the node id) is what records carry."""
+        key = "address" if "address" in t else "node"
+        address = self.text(t, key, where)
+        try:
+            check_field_text("tag address", address)
+        except ValueError as e:
+            reason = str(e) + ("; give the plant's name in address = \"...\" and the node id in node = \"...\""
+                               if key == "node" else "")
+            self.fail(f"{where}.{key}", address, reason)
+        scale = self.number(t, "scale", where, 1.0)
+        if scale == 0:
+            self.fail(f"{where}.scale", t["scale"], "must not be 0 (every value would read 0)")
+        offset = self.number(t, "offset", where, 0.0)
+        node = opcua_config.tag_options(self, t, where, scale, offset)
+        return TagConfig(address, opcua_config.TAG_TYPE, None, self.number(t, "deadband", where, None, 0),
+                         self.number(t, "max_silence_s", where, ctx["max_silence_s"], 0, 86_400, lo_open=True),
+                         self.text(t, "unit", where, ""), self.text(t, "description", where, ""), None, node)
+    # --- end OPC UA ---
+
     def sim(self, t: Any, where: str, type_: str) -> SimSpec:
         if not isinstance(t, dict):
             self.fail(where, t, "must be a table such as { wave = \"sine\", min = 0, max = 100 }")
@@ -300,3 +347,8 @@ class _Loader:
             step=self.number(t, "step", where, 1.0),
             bad_rate=self.number(t, "bad_rate", where, 0.0, 0, 1),
         )
+
+
+def load_tags(settings) -> PlantConfig:
+    """The plant to poll: TAGS_FILE, or the shipped demo plant (simulated). Raises TagsFileError."""
+    return load_plant(settings.tags_file or DEMO_PLANT)

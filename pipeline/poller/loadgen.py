@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.common import sdnotify
 from shm import RECORD_DTYPE
 from shm.layout import QUALITY_GOOD
+from shm.ring import now_us
 
 log = logging.getLogger("tagpipe.poller.load")
 
@@ -116,7 +117,7 @@ class LoadGenerator:
         return LoadResult(self.published, max(elapsed, 1e-9), self.rate, late)
 
     def _publish(self, n: int) -> None:
-        recs = self.batch(n, time.time_ns() // 1000)
+        recs = self.batch(n, now_us())
         self.producer.publish(recs)
         self.published += n
         self.producer.add("poller.values", n)

@@ -11,7 +11,6 @@ deleted afterwards, whatever happens. Exit 0 when the figures match, 6 when not.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
@@ -23,24 +22,24 @@ from shm.layout import MAX_CAPACITY, MIN_CAPACITY, QUALITY_GOOD
 from shm.stats import buffer_status
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m pipeline overflow-check", description=__doc__.split("\n")[0])
-    ap.add_argument("--buffer-size", type=int, default=1000, help="scratch ring capacity (records)")
-    ap.add_argument("--overflow-count", type=int, default=500, help="records published beyond the capacity")
-    ap.add_argument("--batch", type=int, default=1, help="records per publish (default 1, as the seed did)")
-    ap.add_argument("--ring", default=f"overflowcheck{os.getpid()}", help="scratch ring name")
-    ns = ap.parse_args(argv)
-    if not MIN_CAPACITY <= ns.buffer_size <= MAX_CAPACITY:
-        ap.error(f"--buffer-size {ns.buffer_size}: must be between {MIN_CAPACITY} and {MAX_CAPACITY}")
-    if not 0 <= ns.overflow_count <= 100 * MAX_CAPACITY:
-        ap.error(f"--overflow-count {ns.overflow_count}: must be 0 or more")
-    if ns.batch < 1:
-        ap.error(f"--batch {ns.batch}: must be at least 1")
-    return ns
+def problem_with(args: argparse.Namespace) -> str | None:
+    """What is wrong with the parsed options (one line naming the option), or None."""
+    if not MIN_CAPACITY <= args.buffer_size <= MAX_CAPACITY:
+        return f"--buffer-size {args.buffer_size}: must be between {MIN_CAPACITY} and {MAX_CAPACITY}"
+    if not 0 <= args.overflow_count <= 100 * MAX_CAPACITY:
+        return f"--overflow-count {args.overflow_count}: must be 0 or more"
+    if args.batch < 1:
+        return f"--batch {args.batch}: must be at least 1"
+    return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``python -m pipeline overflow-check`` with its parsed options (``pipeline.cli``).
+    Returns 0 when the figures match, 6 when not, 2 for a bad option or setting."""
+    problem = problem_with(args)
+    if problem:
+        print(f"tagpipe overflow-check: bad option {problem}", file=sys.stderr)
+        return exitcodes.CONFIG
     settings, log = start_process("overflow-check")
     ring = args.ring
     total = args.buffer_size + args.overflow_count
@@ -101,5 +100,7 @@ def _span(recs: np.ndarray) -> str:
     return f"{recs['value'][0]:.0f}..{recs['value'][-1]:.0f}" if len(recs) else "none"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the older spelling python -m pipeline.poller.overflow_check
+    from pipeline.cli import main
+
+    sys.exit(main(["overflow-check", *sys.argv[1:]]))

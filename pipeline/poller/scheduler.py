@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.common import sdnotify
 from shm import RECORD_DTYPE
 from shm.layout import FLAG_NULL, QUALITY_BAD
+from shm.ring import now_us  # wall-clock us since 1970 UTC, the clock of every ring time
 
 from .config import GroupConfig, PlantConfig, PlcConfig
 from .deadband import Deadband
@@ -33,20 +34,15 @@ from .sources.base import Source, SourceUnavailable
 
 log = logging.getLogger("tagpipe.poller")
 
-SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3}
+SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3, "mc": 4, "opcua": 5}
 HEARTBEAT_S = 0.25
-
-
-def wall_us() -> int:
-    """Wall-clock time in microseconds since 1970-01-01 UTC."""
-    return time.time_ns() // 1000
 
 
 class GroupPoller:
     """Polls one group of one PLC and publishes what report-by-exception lets through."""
 
     def __init__(self, producer, source: Source, plc: PlcConfig, plc_index: int, group_index: int,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], int] = wall_us) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], int] = now_us) -> None:
         self.producer = producer
         self.source = source
         self.plc = plc
@@ -197,7 +193,7 @@ class Poller:
         p = self.producer
         kinds = self.plant.protocols
         p.set("poller.source_kind", SOURCE_KIND[kinds.pop() if len(kinds) == 1 else "mixed"])
-        p.set("poller.started_us", wall_us())
+        p.set("poller.started_us", now_us())
         # poller.* counters keep growing across restarts (a restart shows in started_us);
         # the PLC slots start from zero because slot i may now hold another PLC.
         for i, plc in enumerate(self.plant.plcs):

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         sdnotify.stopping("flushing")
         if consumer is not None:
             consumer.set("consumer.state", 2)  # ROLE_STATE "stopping", for the status page
-        deadline = time.monotonic() + settings.shutdown_timeout
+        deadline = time.monotonic() + settings.shutdown_timeout_s
         done = writer.flush(deadline) if consumer is not None else True
         left = consumer.pending() if consumer is not None else 0
         if done:

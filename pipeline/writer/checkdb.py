@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import sqlite3
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from pipeline.common import exitcodes
 from pipeline.common.process import settings_or_exit
 from shm.layout import QUALITY_GOOD, RECORD_DTYPE
+from shm.ring import now_us
 
 from .sinks.base import SinkError
 
@@ -47,7 +47,7 @@ class CheckFailed(Exception):
 
 def _probe_record() -> np.ndarray:
     rec = np.zeros(1, dtype=RECORD_DTYPE)
-    rec["ts_us"] = int(time.time() * 1e6)
+    rec["ts_us"] = now_us()
     rec["plc_code"], rec["tag_address"], rec["quality"] = b"TAGPIPE-CHECK", b"CHECK", QUALITY_GOOD
     return rec
 
@@ -65,34 +65,34 @@ def check_oracle(settings: Any, out=print) -> None:
     from .oracle_errors import classify
     from .sinks.oracle import OracleConfig, OracleSink
 
-    cfg = dataclasses.replace(OracleConfig.from_settings(settings), pool_min=1, pool_max=1)
+    cfg = dataclasses.replace(OracleConfig.from_settings(settings), oracle_pool_min=1, oracle_pool_max=1)
     sink = OracleSink(cfg)
-    out(f"check-db: Oracle, {sink.describe()}, cursor table {cfg.cursor_table}")
+    out(f"check-db: Oracle, {sink.describe()}, cursor table {cfg.oracle_cursor_table}")
     try:
         sink.open()
         with sink.connection() as conn:
             out(f"connected: Oracle Database {conn.version} (python-oracledb {oracledb.__version__}, Thin mode)")
             cur = conn.cursor()
             cols = [c for _, c in sink.targets]
-            step = f"table {cfg.table}"
+            step = f"table {cfg.oracle_table}"
             try:
-                cur.execute(f"SELECT {', '.join(cols)} FROM {cfg.table} WHERE 1 = 0")
-                out(f"table {cfg.table}: columns {', '.join(cols)} present")
-                step = f"cursor table {cfg.cursor_table}"
-                cur.execute(f"SELECT RING_EPOCH, NEXT_SEQ, UPDATED_AT FROM {cfg.cursor_table} WHERE 1 = 0")
-                out(f"cursor table {cfg.cursor_table}: present")
-                step = f"locking a row of {cfg.cursor_table}"
+                cur.execute(f"SELECT {', '.join(cols)} FROM {cfg.oracle_table} WHERE 1 = 0")
+                out(f"table {cfg.oracle_table}: columns {', '.join(cols)} present")
+                step = f"cursor table {cfg.oracle_cursor_table}"
+                cur.execute(f"SELECT RING_EPOCH, NEXT_SEQ, UPDATED_AT FROM {cfg.oracle_cursor_table} WHERE 1 = 0")
+                out(f"cursor table {cfg.oracle_cursor_table}: present")
+                step = f"locking a row of {cfg.oracle_cursor_table}"
                 cur.execute(sink.read_cursor_sql, [0])
                 cur.fetchall()
-                step = f"inserting into {cfg.table}"
+                step = f"inserting into {cfg.oracle_table}"
                 rows, _, _ = sink.bind_rows(0, _probe_record(), np.arange(1))
                 cur.setinputsizes(*sink._input_sizes())
                 _insert_allowing_duplicate(cur, sink.insert_sql, rows[0])
-                step = f"inserting into {cfg.cursor_table}"
+                step = f"inserting into {cfg.oracle_cursor_table}"
                 cur.setinputsizes(None, None, oracledb.DB_TYPE_TIMESTAMP)
                 _insert_allowing_duplicate(cur, sink.insert_cursor_sql, [0, 0, None])
-                step = f"updating {cfg.cursor_table}"
-                cur.execute(f"UPDATE {cfg.cursor_table} SET NEXT_SEQ = NEXT_SEQ WHERE RING_EPOCH = :1", [0])
+                step = f"updating {cfg.oracle_cursor_table}"
+                cur.execute(f"UPDATE {cfg.oracle_cursor_table} SET NEXT_SEQ = NEXT_SEQ WHERE RING_EPOCH = :1", [0])
             except oracledb.Error as exc:
                 raise _failed("", classify(exc, step, cfg.secrets)) from None
             finally:
@@ -100,7 +100,7 @@ def check_oracle(settings: Any, out=print) -> None:
                     conn.rollback()  # the check leaves nothing behind
                 except oracledb.Error:
                     pass
-            out(f"writable: insert into {cfg.table} and {cfg.cursor_table}, cursor lock and update (rolled back)")
+            out(f"writable: insert into {cfg.oracle_table} and {cfg.oracle_cursor_table}, cursor lock and update (rolled back)")
     except SinkError as exc:
         raise _failed("", exc) from None  # the message says who, where and why
     finally:
@@ -148,9 +148,9 @@ def check_sqlite(settings: Any, out=print) -> None:
         conn.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m pipeline check-db", description=__doc__.split("\n\n")[0])
-    ap.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``python -m pipeline check-db`` (no options; parsed by ``pipeline.cli``). Returns the
+    exit code: 0, 6 (a check failed) or 2 (a bad setting)."""
     settings = settings_or_exit("check-db")
     try:
         if settings.oracle_configured:
@@ -164,5 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     return exitcodes.OK
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the older spelling python -m pipeline.writer.checkdb (takes no options;
+    # not through pipeline.cli, which would make the writer import the poller's load options)
+    if sys.argv[1:]:
+        print(f"tagpipe check-db: takes no options (got {' '.join(sys.argv[1:])})", file=sys.stderr)
+        sys.exit(exitcodes.CONFIG)
+    sys.exit(run(argparse.Namespace()))

@@ -3,7 +3,7 @@
 One ``step()`` does at most one live batch and one replay chunk:
 
 * **live**: when a batch is due (``batching``), read it from the ring and deliver it:
-  to the database (retried ``ORACLE_RETRY_MAX`` times in all, waiting 1 s, 2 s, 4 s ...),
+  to the database (retried ``DB_RETRY_MAX`` times in all, waiting 1 s, 2 s, 4 s ...),
   or to a backup file. Records leave the ring (``Consumer.commit``) only after the
   database commit or after the backup file and its folder are fsynced; a writer killed at
   any instant leaves them in the ring, and the database ignores a second copy.
@@ -76,7 +76,7 @@ class Writer:
         self.quarantine = Quarantine(os.path.join(folder, "quarantine"))
         self.disk = D.DiskWatch(folder, settings.backup_min_free_mb, clock=clock)
         self.metrics = WriterMetrics(consumer)
-        self.circuit = Circuit(sink, self.metrics, settings.db_probe_min_interval, settings.db_probe_max_interval, folder)
+        self.circuit = Circuit(sink, self.metrics, settings.db_probe_min_interval_s, settings.db_probe_max_interval_s, folder)
         self.consumer = consumer
         self.batching = self._policy(consumer)
         self.replay = Replay(self.spool, sink, self.quarantine, self.metrics, self.batching.batch_max, self._on_rejected_for)
@@ -87,7 +87,7 @@ class Writer:
         self._last_gauges = 0.0
 
     def _policy(self, consumer: Consumer) -> BatchPolicy:
-        return BatchPolicy(self.s.buffer_batch_size, self.s.buffer_batch_max, self.s.buffer_write_interval, consumer.capacity, self.clock)
+        return BatchPolicy(self.s.buffer_batch_size, self.s.buffer_batch_max, self.s.buffer_write_interval_s, consumer.capacity, self.clock)
 
     # --- start / stop -------------------------------------------------------------------
 
@@ -220,7 +220,7 @@ class Writer:
     def _write_db(self, batch: ReadBatch, stopping: bool, deadline: float) -> bool:
         """Write with retries. True if committed; False after the last failed attempt (the
         circuit is then open and the caller spills the batch)."""
-        attempts = self.s.oracle_retry_max
+        attempts = self.s.db_retry_max
         on_rejected = self._on_rejected_for("ring", batch.epoch)
         for attempt in range(attempts):
             t0 = time.perf_counter()

@@ -183,18 +183,12 @@ def write_back(path: str, backup_folder: str, skip_bad: bool = False) -> tuple[s
     return name, len(good), problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline quarantine list | write-back FILE [--skip-bad]``."""
+def run(args: argparse.Namespace) -> int:
+    """``python -m pipeline quarantine list | write-back FILE [--skip-bad]`` with its parsed
+    options (``pipeline.cli``). Returns 0, 6 (rows left unwritten) or 2 (a bad setting)."""
     from pipeline.common import exitcodes
     from pipeline.common.process import settings_or_exit
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline quarantine", description="Inspect quarantined rows; write a corrected file back.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help="list quarantine files and their row counts")
-    wb = sub.add_parser("write-back", help="validate a corrected quarantine file and queue its rows for replay")
-    wb.add_argument("file")
-    wb.add_argument("--skip-bad", action="store_true", help="write back the valid rows even if some are still bad")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = settings_or_exit("quarantine")
     qdir = os.path.join(settings.backup_file_path, "quarantine")
     if args.action == "list":

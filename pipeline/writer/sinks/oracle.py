@@ -66,17 +66,17 @@ class OracleSink:
 
     def __init__(self, config: OracleConfig) -> None:
         self.cfg = config
-        self.mapping = parse_oracle_columns(config.columns)
+        self.mapping = parse_oracle_columns(config.oracle_columns)
         self.targets = [(logical, col) for logical, col in self.mapping.items() if col]
         self.insert_sql = (
-            f"INSERT INTO {config.table} (" + ", ".join(c for _, c in self.targets) + ") VALUES ("
+            f"INSERT INTO {config.oracle_table} (" + ", ".join(c for _, c in self.targets) + ") VALUES ("
             + ", ".join(f":{i + 1}" for i in range(len(self.targets))) + ")"
         )
-        ct = config.cursor_table
+        ct = config.oracle_cursor_table
         self.read_cursor_sql = f"SELECT NEXT_SEQ FROM {ct} WHERE RING_EPOCH = :1 FOR UPDATE WAIT {config.lock_wait_s}"
         self.update_cursor_sql = f"UPDATE {ct} SET NEXT_SEQ = :1, UPDATED_AT = :2 WHERE RING_EPOCH = :3"
         self.insert_cursor_sql = f"INSERT INTO {ct} (RING_EPOCH, NEXT_SEQ, UPDATED_AT) VALUES (:1, :2, :3)"
-        self.probe_sql = f"SELECT {', '.join(c for _, c in self.targets)} FROM {config.table} WHERE 1 = 0"
+        self.probe_sql = f"SELECT {', '.join(c for _, c in self.targets)} FROM {config.oracle_table} WHERE 1 = 0"
         self.pools = PoolKeeper(config)
         self.probe_error: SinkError | None = None  # why the last probe failed (None: it answered)
 
@@ -86,7 +86,7 @@ class OracleSink:
 
     def describe(self) -> str:
         """Who and where, for logs (never the password)."""
-        return f"{self.cfg.user}@{self.cfg.dsn} table {self.cfg.table}"
+        return f"{self.cfg.oracle_username}@{self.cfg.dsn} table {self.cfg.oracle_table}"
 
     # --- pool ---
     def open(self) -> None:
@@ -106,7 +106,7 @@ class OracleSink:
         must not lock the account). Why it failed is left in ``probe_error``. Thread-safe;
         never raises."""
         try:
-            conn = self.pools.connect_once(min(self.cfg.call_timeout_ms, 5_000))
+            conn = self.pools.connect_once(min(self.cfg.oracle_call_timeout_ms, 5_000))
             try:
                 with conn.cursor() as cur:
                     cur.execute(self.probe_sql)
@@ -161,7 +161,7 @@ class OracleSink:
             try:
                 next_seq, exists = self._read_cursor(cur, epoch)
             except oracledb.Error as exc:
-                raise classify(exc, f"reading {self.cfg.cursor_table}", self.cfg.secrets) from None
+                raise classify(exc, f"reading {self.cfg.oracle_cursor_table}", self.cfg.secrets) from None
             seqs = records["seq"]
             fresh = np.nonzero(seqs >= next_seq)[0]
             duplicates = len(records) - len(fresh)
@@ -169,19 +169,19 @@ class OracleSink:
                 conn.rollback()  # releases the cursor row lock
                 return WriteResult(duplicates=duplicates)
             rows, sent, rejected = self.bind_rows(epoch, records, fresh)
-            chunk = self.cfg.insert_chunk_rows
+            chunk = self.cfg.oracle_insert_chunk_rows
             for start in range(0, len(rows), chunk):  # one round trip per chunk, one transaction
                 try:
                     cur.setinputsizes(*self._input_sizes())
                     cur.executemany(self.insert_sql, rows[start:start + chunk], batcherrors=True)
                 except oracledb.Error as exc:
-                    raise classify(exc, f"inserting into {self.cfg.table}", self.cfg.secrets) from None
+                    raise classify(exc, f"inserting into {self.cfg.oracle_table}", self.cfg.secrets) from None
                 for e in cur.getbatcherrors():
                     if e.full_code in PERMANENT:
                         # A configuration fault (no table, column or privilege) is never a
                         # bad row: quarantining every row for it would be wrong. Oracle
                         # raises these for the statement; seerdb's server per row.
-                        raise PermanentSinkError(scrub(f"inserting into {self.cfg.table}: {first_line(e)}", self.cfg.secrets), e.full_code)
+                        raise PermanentSinkError(scrub(f"inserting into {self.cfg.oracle_table}: {first_line(e)}", self.cfg.secrets), e.full_code)
                     rejected.append(RowError(int(sent[start + e.offset]), e.full_code, first_line(e)))
             rejected.sort(key=lambda r: r.index)
             if rejected and on_rejected is not None:
@@ -191,7 +191,7 @@ class OracleSink:
             try:
                 self._advance_cursor(cur, epoch, end, exists)
             except oracledb.Error as exc:
-                raise classify(exc, f"updating {self.cfg.cursor_table}", self.cfg.secrets) from None
+                raise classify(exc, f"updating {self.cfg.oracle_cursor_table}", self.cfg.secrets) from None
             try:
                 conn.commit()
             except oracledb.Error as exc:
@@ -203,7 +203,7 @@ class OracleSink:
             raise lost  # leaves the with block as an error: the dead connection is dropped
     def _resolve(self, epoch: int, end: int, result: WriteResult, failure: BaseException) -> WriteResult:
         code = full_code(failure)
-        log.warning("commit outcome unknown (%s); reading %s for epoch %d", code, self.cfg.cursor_table, epoch)
+        log.warning("commit outcome unknown (%s); reading %s for epoch %d", code, self.cfg.oracle_cursor_table, epoch)
         try:
             with self.connection() as conn:
                 cur = conn.cursor()

@@ -20,10 +20,11 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import oracledb
+
+from pipeline.common.settings import Settings, as_dict
 
 from ..oracle_errors import classify, full_code
 from .base import PermanentSinkError, TransientSinkError
@@ -31,52 +32,32 @@ from .base import PermanentSinkError, TransientSinkError
 log = logging.getLogger("tagpipe.oracle")
 
 
-@dataclass(frozen=True)
-class OracleConfig:
-    """Connection and table settings, built by ``from_settings()`` (the ORACLE_* settings;
-    their defaults, units and bounds are declared once, in ``pipeline.common.settings``)."""
-
-    user: str
-    password: str
-    dsn: str
-    pool_min: int
-    pool_max: int
-    table: str
-    cursor_table: str
-    columns: str
-    call_timeout_ms: int
-    connect_timeout_s: float
-    pool_wait_ms: int
-    expire_time_min: int
-    wallet_location: str
-    wallet_password: str
-    config_dir: str
-    insert_chunk_rows: int
+class OracleConfig(Settings):
+    """The settings the Oracle sink reads: the ``Settings`` themselves (``oracle_*`` fields,
+    their defaults, units and bounds declared once in ``pipeline.common.settings``), plus
+    what the sink derives from them (the connect string, the secrets to scrub, the lock
+    wait). ``dataclasses.replace`` works on it and validates again."""
 
     @classmethod
-    def from_settings(cls, s: Any) -> "OracleConfig":
-        dsn = s.oracle_dsn or f"{s.oracle_host}:{s.oracle_port}/{s.oracle_service_name}"
-        return cls(
-            user=s.oracle_username, password=s.oracle_password, dsn=dsn,
-            pool_min=s.oracle_pool_min, pool_max=s.oracle_pool_max,
-            table=s.oracle_table, cursor_table=s.oracle_cursor_table, columns=s.oracle_columns,
-            call_timeout_ms=s.oracle_call_timeout_ms, connect_timeout_s=s.oracle_connect_timeout_s,
-            pool_wait_ms=s.oracle_pool_wait_ms, expire_time_min=s.oracle_expire_time_min,
-            wallet_location=s.oracle_wallet_location, wallet_password=s.oracle_wallet_password,
-            config_dir=s.oracle_config_dir, insert_chunk_rows=s.oracle_insert_chunk_rows,
-        )
+    def from_settings(cls, s: Settings) -> "OracleConfig":
+        return cls(**as_dict(s))
+
+    @property
+    def dsn(self) -> str:
+        """ORACLE_DSN, else ``host:port/service``."""
+        return self.oracle_dsn or f"{self.oracle_host}:{self.oracle_port}/{self.oracle_service_name}"
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return (self.password, self.wallet_password)
+        return (self.oracle_password, self.oracle_wallet_password)
 
     @property
     def lock_wait_s(self) -> int:
         """FOR UPDATE WAIT: well inside the call timeout, so a held lock is a clean ORA-30006."""
-        return max(1, min(30, self.call_timeout_ms // 3000))
+        return max(1, min(30, self.oracle_call_timeout_ms // 3000))
 
     def __repr__(self) -> str:  # never show the passwords
-        return f"OracleConfig(user={self.user!r}, dsn={self.dsn!r}, table={self.table!r}, cursor_table={self.cursor_table!r})"
+        return f"OracleConfig(user={self.oracle_username!r}, dsn={self.dsn!r}, table={self.oracle_table!r}, cursor_table={self.oracle_cursor_table!r})"
 
 
 class PoolKeeper:
@@ -90,7 +71,7 @@ class PoolKeeper:
         self.generation = 0  # +1 each time the pool is dropped (close / abandon)
         # A pool that cannot produce a connection for this long while none is in use has a
         # connection attempt stuck in a handshake (see _note_stall): it is replaced.
-        self.stall_limit_s = 2 * config.pool_wait_ms / 1000 + config.connect_timeout_s
+        self.stall_limit_s = 2 * config.oracle_pool_wait_ms / 1000 + config.oracle_connect_timeout_s
 
     def open(self) -> None:
         """Create the pool. Succeeds while the database is down (connections are made in
@@ -101,12 +82,12 @@ class PoolKeeper:
 
     def _extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
-        if self.cfg.config_dir:
-            extra["config_dir"] = self.cfg.config_dir
-        if self.cfg.wallet_location:
-            extra["wallet_location"] = self.cfg.wallet_location
-        if self.cfg.wallet_password:
-            extra["wallet_password"] = self.cfg.wallet_password
+        if self.cfg.oracle_config_dir:
+            extra["config_dir"] = self.cfg.oracle_config_dir
+        if self.cfg.oracle_wallet_location:
+            extra["wallet_location"] = self.cfg.oracle_wallet_location
+        if self.cfg.oracle_wallet_password:
+            extra["wallet_password"] = self.cfg.oracle_wallet_password
         return extra
 
     def connect_once(self, call_timeout_ms: int) -> oracledb.Connection:
@@ -119,24 +100,24 @@ class PoolKeeper:
 
         def attempt() -> None:
             try:
-                box["conn"] = oracledb.connect(user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
-                                               tcp_connect_timeout=self.cfg.connect_timeout_s, **self._extra())
+                box["conn"] = oracledb.connect(user=self.cfg.oracle_username, password=self.cfg.oracle_password, dsn=self.cfg.dsn,
+                                               tcp_connect_timeout=self.cfg.oracle_connect_timeout_s, **self._extra())
             except BaseException as e:  # handed to the caller below
                 box["err"] = e
 
-        limit = self.cfg.connect_timeout_s + call_timeout_ms / 1000
+        limit = self.cfg.oracle_connect_timeout_s + call_timeout_ms / 1000
         t = threading.Thread(target=attempt, name="oracle-connect-once", daemon=True)
         t.start()
         t.join(limit)
         if t.is_alive():
             _shutdown_sockets_to(_dsn_ports(self.cfg))
             t.join(2.0)
-            raise TransientSinkError(f"cannot connect as {self.cfg.user} to {self.cfg.dsn}: no answer to the login within "
+            raise TransientSinkError(f"cannot connect as {self.cfg.oracle_username} to {self.cfg.dsn}: no answer to the login within "
                                      f"{limit:.0f} s (the listener accepted the connection and never answered)", "TAGPIPE-HANDSHAKE")
         err = box.get("err")
         if err is not None:
             if isinstance(err, oracledb.Error):
-                raise classify(err, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
+                raise classify(err, f"cannot connect as {self.cfg.oracle_username} to {self.cfg.dsn}", self.cfg.secrets) from None
             raise err
         conn = box["conn"]
         conn.call_timeout = call_timeout_ms
@@ -146,10 +127,10 @@ class PoolKeeper:
         extra = self._extra()
         try:
             return oracledb.create_pool(
-                user=self.cfg.user, password=self.cfg.password, dsn=self.cfg.dsn,
-                min=self.cfg.pool_min, max=self.cfg.pool_max, increment=1,
-                getmode=oracledb.POOL_GETMODE_TIMEDWAIT, wait_timeout=self.cfg.pool_wait_ms,
-                tcp_connect_timeout=self.cfg.connect_timeout_s, expire_time=self.cfg.expire_time_min,
+                user=self.cfg.oracle_username, password=self.cfg.oracle_password, dsn=self.cfg.dsn,
+                min=self.cfg.oracle_pool_min, max=self.cfg.oracle_pool_max, increment=1,
+                getmode=oracledb.POOL_GETMODE_TIMEDWAIT, wait_timeout=self.cfg.oracle_pool_wait_ms,
+                tcp_connect_timeout=self.cfg.oracle_connect_timeout_s, expire_time=self.cfg.oracle_expire_time_min,
                 **extra,
             )
         except oracledb.Error as exc:
@@ -166,7 +147,7 @@ class PoolKeeper:
         if pool is None:
             raise TransientSinkError("the sink is closed", "TAGPIPE-CLOSED")
         conn = self._acquire(pool)
-        conn.call_timeout = call_timeout_ms or self.cfg.call_timeout_ms
+        conn.call_timeout = call_timeout_ms or self.cfg.oracle_call_timeout_ms
         ok = False
         try:
             yield conn
@@ -182,7 +163,7 @@ class PoolKeeper:
         except oracledb.Error as exc:
             if full_code(exc) == "DPY-4005" and pool.busy == 0:
                 self._note_stall(pool)
-            raise classify(exc, f"cannot connect as {self.cfg.user} to {self.cfg.dsn}", self.cfg.secrets) from None
+            raise classify(exc, f"cannot connect as {self.cfg.oracle_username} to {self.cfg.dsn}", self.cfg.secrets) from None
         self._stalled_since = None
         return conn
 
@@ -266,7 +247,7 @@ def _close_pool(pool: oracledb.ConnectionPool) -> None:
 def _dsn_ports(cfg: OracleConfig) -> set[int]:
     """The listener ports named by the connect string (1521 if it cannot be parsed)."""
     try:
-        params = oracledb.ConnectParams(config_dir=cfg.config_dir or None)
+        params = oracledb.ConnectParams(config_dir=cfg.oracle_config_dir or None)
         params.parse_connect_string(cfg.dsn)
         ports = params.port
         return set(ports) if isinstance(ports, list) else {int(ports)}

@@ -97,7 +97,7 @@ class SqliteSink:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SqliteSink":
-        return cls(settings.sqlite_path, settings.sqlite_busy_timeout)
+        return cls(settings.sqlite_path, settings.sqlite_busy_timeout_s)
 
     def _connect(self) -> sqlite3.Connection:
         if self._created:

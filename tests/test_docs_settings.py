@@ -1,4 +1,4 @@
-"""README's settings table and .env.example match the settings registry exactly."""
+"""docs/settings.md's settings table and .env.example match the settings registry exactly."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pipeline.common.settings import SETTINGS, as_dict, load_settings, settings_
 
 
 def _readme_table() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "settings.md").read_text(encoding="utf-8")
     m = re.search(r"<!-- settings-table -->\n(.*?)\n<!-- /settings-table -->", text, re.S)
-    assert m, "README has no <!-- settings-table --> block in its settings section"
+    assert m, "docs have no <!-- settings-table --> block in its settings section"
     return m.group(1)
 
 
