@@ -112,3 +112,31 @@ def test_plc_rows_decode_the_table(rig):
     assert rows[1].polls == 11
     assert rows[0].last_good_poll_age_s == pytest.approx(3, abs=1)
     assert stats.MAX_PLCS >= 2
+
+
+def test_database_states_of_a_stuck_call_a_refused_login_and_no_contact_have_their_own_reasons(rig):
+    """not_answering names the call and how long it has had no answer; login_refused says
+    what to do; connecting is not "up"."""
+    from shm.ring import now_us
+
+    rig.c.set("writer.db_state", stats.DB_STATE_CODES["not_answering"])
+    rig.c.set("writer.stuck_call", stats.STUCK_CALL_CODES["write"])
+    rig.c.set("writer.stuck_since_us", now_us() - 12_300_000)
+    f = figures(rig)
+    assert f.writer_state.stuck_call == "write" and 12.0 <= f.writer_state.stuck_for_s < 20.0
+    h = stats.HealthEvaluator().evaluate(f)
+    assert not h.oracle_connection_ok and h.status == "degraded"
+    [msg] = [c.message for c in h.checks if c.code == "database_not_answering"]
+    assert msg.startswith("database not answering: write without an answer for 1") and msg.endswith("values go to backup files")
+
+    rig.c.set("writer.stuck_call", 0)
+    rig.c.set("writer.stuck_since_us", 0)
+    rig.c.set("writer.db_state", stats.DB_STATE_CODES["login_refused"])
+    f = figures(rig)
+    assert f.writer_state.stuck_call is None and f.writer_state.stuck_for_s is None
+    h = stats.HealthEvaluator().evaluate(f)
+    assert [c.code for c in h.checks] == ["login_refused"] and "fix the password" in h.reasons[0]
+
+    rig.c.set("writer.db_state", stats.DB_STATE_CODES["connecting"])
+    h = stats.HealthEvaluator().evaluate(figures(rig))
+    assert [c.code for c in h.checks] == ["database_connecting"] and not h.oracle_connection_ok

@@ -34,8 +34,14 @@ from shm.ring import now_us
 US = 1_000_000
 
 # --- enumerations stored in words ----------------------------------------------------------
-DB_STATE = {0: "unknown", 1: "up", 2: "down", 3: "probing", 4: "replaying"}
+# connecting: no answer from the database yet since the writer started; not_answering: a
+# call outlived its budget (pipeline/writer/guard.py); login_refused: ORA-01017/28000/28001.
+DB_STATE = {0: "unknown", 1: "up", 2: "down", 3: "probing", 4: "replaying", 5: "connecting", 6: "not_answering",
+            7: "login_refused"}
 DB_STATE_CODES = {name: code for code, name in DB_STATE.items()}
+# Which database call the writer is waiting for (writer.stuck_call).
+STUCK_CALL = {0: "none", 1: "connect", 2: "write", 3: "first contact"}
+STUCK_CALL_CODES = {name: code for code, name in STUCK_CALL.items()}
 SINK_KIND = {0: "none", 1: "sqlite", 2: "oracle"}
 SINK_KIND_CODES = {name: code for code, name in SINK_KIND.items()}
 DISK_STATE = {0: "ok", 1: "low", 2: "full"}
@@ -101,6 +107,8 @@ SCHEMA = TelemetrySchema(
         ("writer.backup_bytes_pending", "u64", "bytes of backup files waiting for replay"),
         ("writer.backup_oldest_us", "i64", "poll time of the oldest row in backup files waiting for replay (0: none)"),
         ("writer.corrupt_lines", "u64", "unreadable backup-file lines sent to quarantine (total; also in rows_quarantined)"),
+        ("writer.stuck_call", "u64", "STUCK_CALL code of the database call not answering (0: none)"),
+        ("writer.stuck_since_us", "i64", "when that call started (0: none)"),
     ]),
     Table("writer_buckets", "consumer", WRITER_BUCKETS,
           ("index", "batches_ok", "batches_failed", "items", "latency_us_sum", "latency_us_max"),
@@ -201,6 +209,12 @@ class WriterMetrics:
 
     def db_state(self, name: str) -> None:
         self.c.set("writer.db_state", DB_STATE_CODES[name])
+
+    def stuck(self, call: str | None, since_us: int = 0) -> None:
+        """The database call not answering (a ``STUCK_CALL`` name) and when it started;
+        None clears both."""
+        self.c.set("writer.stuck_call", STUCK_CALL_CODES[call] if call else 0)
+        self.c.set("writer.stuck_since_us", since_us if call else 0)
 
     def error(self, code: int) -> None:
         self.c.set("writer.last_error_code", code)
@@ -385,6 +399,8 @@ class WriterState:
     backup_oldest_us: int | None
     backup_oldest_age_s: float | None
     corrupt_lines: int
+    stuck_call: str | None  # the database call without an answer (None: none)
+    stuck_for_s: float | None  # how long it has waited
 
 
 @dataclass(**_FROZEN)
@@ -624,6 +640,8 @@ def writer_state(snap) -> WriterState:
         backup_oldest_us=int(f["writer.backup_oldest_us"]) or None,
         backup_oldest_age_s=_round(_age_s(now, f["writer.backup_oldest_us"])),
         corrupt_lines=int(f["writer.corrupt_lines"]),
+        stuck_call=STUCK_CALL.get(int(f["writer.stuck_call"]), "unknown") if int(f["writer.stuck_call"]) else None,
+        stuck_for_s=_round(_age_s(now, f["writer.stuck_since_us"]), 1),
     )
 
 
@@ -814,6 +832,15 @@ class HealthEvaluator:
                 checks.append(Check("replaying", DEGRADED, "catching up: replaying backup files"))
             elif db == "unknown":
                 checks.append(Check("database_unknown", DEGRADED, "database state not reported by the writer yet"))
+            elif db == "not_answering":
+                call, waited = wr.stuck_call or "a call", wr.stuck_for_s
+                since = f" for {waited:.0f} s" if waited is not None else ""
+                checks.append(Check("database_not_answering", DEGRADED,
+                                    f"database not answering: {call} without an answer{since}; values go to backup files"))
+            elif db == "login_refused":
+                checks.append(Check("login_refused", DEGRADED, "login refused: fix the password (values go to backup files)"))
+            elif db == "connecting":
+                checks.append(Check("database_connecting", DEGRADED, "connecting to the database (no answer yet)"))
             if db == "up" and wr.backup_files_pending:
                 checks.append(Check("backups_pending", DEGRADED, f"{wr.backup_files_pending} backup files waiting for replay"))
         status = max((c.severity for c in checks), key=STATUS_RANK.__getitem__, default=HEALTHY)

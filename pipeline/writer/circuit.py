@@ -7,6 +7,14 @@ main thread does not touch the sink. ``try_close`` reopens the sink once a probe
 
 ``Prober`` waits ``min_s``, then twice as long each time up to ``max_s``, each wait scaled
 by a random 0.8-1.2 so restarted writers do not probe in step.
+
+A refused login (ORA-01017 wrong password, ORA-28000 locked, ORA-28001 expired) is not
+probed like an outage: every attempt counts toward the profile's failed-login limit
+(Oracle locks the account after 10 by default). The state says "login_refused", the pool
+is closed, and the prober (whose probe is one standalone login, no pool) tries every
+``LOGIN_RETRY_S`` (5 minutes: 3 attempts in the first 10 minutes, counting the refused
+one). A fixed password takes effect at the next attempt, or at once when the writer is
+restarted (systemctl restart tagpipe-writer).
 """
 
 from __future__ import annotations
@@ -20,21 +28,30 @@ from typing import Callable
 from shm.ring import now_us
 
 from .metrics import ERR_NONE, WriterMetrics
+from .guard import BUSY_CODE, STUCK_CODE
+from .oracle_errors import is_login_refused
 from .sinks.base import SinkError
 
 log = logging.getLogger("tagpipe.writer.circuit")
 
 FLAP_WINDOW_S = 60.0  # a trip this soon after closing continues the previous backoff
+LOGIN_RETRY_S = 300.0  # one login attempt this often while the login is refused
 
 
 class Circuit:
     """Circuit breaker around one sink. Main-thread object (the prober has its own thread)."""
 
-    def __init__(self, sink, metrics: WriterMetrics, probe_min_s: float, probe_max_s: float, where: str) -> None:
+    def __init__(self, sink, metrics: WriterMetrics, probe_min_s: float, probe_max_s: float, where: str,
+                 login_retry_s: float = LOGIN_RETRY_S, wait: Callable[[threading.Event, float], bool] | None = None) -> None:
         self.sink = sink
         self.metrics = metrics
         self.where = where  # BACKUP_FILE_PATH, for the log line
-        self.prober = Prober(lambda: bool(sink.probe()), probe_min_s, probe_max_s)
+        self.login_retry_s = login_retry_s
+        self.login_refused = False  # set by trip() and by the prober thread (a plain bool)
+        self.not_answering = False
+        # ``wait`` (stop event, seconds) -> stopped: the prober's sleep; tests pass a virtual clock's.
+        self.prober = Prober(self._probe_once, probe_min_s, probe_max_s, wait=wait,
+                             steady=lambda: self.login_retry_s if self.login_refused else None)
         self.is_open = False
         self.sink_open = False
         self.outage_started_us = 0
@@ -42,14 +59,31 @@ class Circuit:
         self._last_delay = probe_min_s
         self._first_outage_us = 0
 
+    def _probe_once(self) -> bool:
+        """One probe (prober thread); notes a refused login, which slows the prober down."""
+        ok = bool(self.sink.probe())
+        if not ok:
+            err = getattr(self.sink, "probe_error", None)
+            self.login_refused = is_login_refused(getattr(err, "code", "") or "")
+        return ok
+
     def ensure_sink(self) -> None:
         """Open the sink if it is not. Raises SinkError."""
         if not self.sink_open:
             self.sink.open()
             self.sink_open = True
 
-    def trip(self, code: int) -> None:
-        """Open the circuit (idempotent): close the sink, start the prober, say so once."""
+    def trip(self, code: int, err: BaseException | None = None) -> None:
+        """Open the circuit (idempotent): close the sink, start the prober, say so once.
+        ``err`` (the sink error that tripped it) tells a refused login from an outage."""
+        refused = is_login_refused(getattr(err, "code", "") or "")
+        if refused and not self.login_refused:
+            log.error("the database refused the login (%s): fix the password (ORACLE_PASSWORD); one login attempt "
+                      "every %.0f s until then, values go to backup files in %s", err, self.login_retry_s, self.where)
+        self.login_refused = refused
+        # Tripped by a call that did not answer (abandoned): "not answering" until a probe
+        # answers, rather than "down", which reads as a refused connection.
+        self.not_answering = getattr(err, "code", "") in (STUCK_CODE, BUSY_CODE)
         flapping = self._closed_at is not None and time.monotonic() - self._closed_at < FLAP_WINDOW_S
         if not self.is_open:
             self.is_open = True
@@ -62,12 +96,16 @@ class Circuit:
                 log.error("database down: circuit open, batches go to backup files in %s; probing in the background", self.where)
             self.metrics.outage(self.outage_started_us)
         self.metrics.error(code)
-        self.metrics.db_state("down")
+        self.metrics.db_state("login_refused" if refused else "down")
         try:
             self.sink.close()
         except Exception:  # a sink that is down may fail to close; nothing to do about it
             pass
         self.sink_open = False
+        if refused:
+            # Every login counts toward the account lockout: a prober already waiting
+            # at the outage backoff starts again at the slow pace.
+            self.prober.stop(timeout_s=0.1)
         # A database that answers probes but fails writes (e.g. its disk is full) would
         # otherwise be probed at the shortest interval forever: if the circuit trips again
         # soon after closing, the backoff continues where it was.
@@ -87,6 +125,8 @@ class Circuit:
             self.prober.start()
             return False
         self.is_open = False
+        self.login_refused = False
+        self.not_answering = False
         self._closed_at = time.monotonic()
         self._last_delay = self.prober.next_delay
         took = (now_us() - self.outage_started_us) / 1e6 if self.outage_started_us else 0.0
@@ -97,10 +137,19 @@ class Circuit:
         self.metrics.db_state("replaying" if has_backlog() else "up")
         return True
 
-    def publish(self) -> None:
+    def publish(self, stuck: bool = False) -> None:
+        """Publish the probe count and, while open, the state: "login_refused", else
+        "not_answering" while an abandoned call has not ended (``stuck``) or since one
+        tripped the circuit, else
+        "probing" / "down"."""
         self.metrics.probes(self.prober.probes)
         if self.is_open:
-            self.metrics.db_state("probing" if self.prober.probing else "down")
+            if self.login_refused:
+                self.metrics.db_state("login_refused")
+            elif stuck or self.not_answering:
+                self.metrics.db_state("not_answering")
+            else:
+                self.metrics.db_state("probing" if self.prober.probing else "down")
 
     def stop(self) -> None:
         self.prober.stop(timeout_s=2.0)
@@ -109,8 +158,13 @@ class Circuit:
 class Prober:
     """One background thread that probes the database until it answers."""
 
-    def __init__(self, probe: Callable[[], bool], min_s: float, max_s: float, rand: Callable[[], float] = random.random) -> None:
+    def __init__(self, probe: Callable[[], bool], min_s: float, max_s: float, rand: Callable[[], float] = random.random,
+                 wait: Callable[[threading.Event, float], bool] | None = None,
+                 steady: Callable[[], float | None] = lambda: None) -> None:
         self._probe = probe
+        self._steady = steady
+        # wait(stop event, seconds) -> True if stopped; tests pass a virtual clock's.
+        self._wait = wait or (lambda ev, s: ev.wait(s))
         self.min_s = min_s
         self.max_s = max_s
         self._rand = rand
@@ -123,12 +177,17 @@ class Prober:
 
     def start(self, first_delay_s: float | None = None) -> None:
         """Start probing (no-op while running); the first wait is ``first_delay_s``
-        (default ``min_s``), then doubling up to ``max_s``."""
+        (default ``min_s``), then doubling up to ``max_s``. While ``steady()`` gives a
+        number, every wait is that many seconds instead."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._answered.clear()
         self._stop.clear()
-        self.next_delay = min(max(first_delay_s or self.min_s, self.min_s), self.max_s)
+        steady = self._steady()
+        if steady is not None:
+            self.next_delay = steady
+        else:
+            self.next_delay = min(max(first_delay_s or self.min_s, self.min_s), self.max_s)
         self._thread = threading.Thread(target=self._run, name="tagpipe-prober", daemon=True)
         self._thread.start()
 
@@ -136,7 +195,7 @@ class Prober:
         delay = self.next_delay
         while True:
             self.next_delay = delay
-            if self._stop.wait(delay * (0.8 + 0.4 * self._rand())):
+            if self._wait(self._stop, delay * (0.8 + 0.4 * self._rand())):
                 return
             self.probing = True
             try:
@@ -150,7 +209,8 @@ class Prober:
             if ok:
                 self._answered.set()
                 return
-            delay = min(delay * 2, self.max_s)
+            steady = self._steady()
+            delay = steady if steady is not None else min(delay * 2, self.max_s)
 
     def answered(self) -> bool:
         """True once a probe succeeded (the thread has then ended)."""

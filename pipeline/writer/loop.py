@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.common import sdnotify
-from shm.ring import Consumer, ReadBatch
+from shm.ring import Consumer, ReadBatch, now_us
 
 from . import disk as D
 from .batching import BatchPolicy
@@ -41,7 +41,8 @@ from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR
 from .quarantine import Quarantine
 from .replay import Replay
 from .circuit import Circuit
-from .sinks.base import OnRejected, PermanentSinkError, SinkError, WriteResult
+from .guard import CallBusy, CallGuard, GuardedSink, RateMeter, StuckCall, budget_s, fit_chunk
+from .sinks.base import OnRejected, PermanentSinkError, SinkError, TransientSinkError, WriteResult
 from .spool import Spool
 
 log = logging.getLogger("tagpipe.writer.loop")
@@ -72,7 +73,12 @@ class Writer:
         tick: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.sink = sink
+        # Database calls run on worker threads, waited for at most a budget (guard.py).
+        self.rate = RateMeter()
+        self.guard = CallGuard(tick=self._alive, on_wait=self._call_waiting, clock=clock)
+        self.sink = sink = GuardedSink(sink, self.guard, self._budget)
+        self._contacted = False  # "connecting" until the database answered once
+        self._stuck_info: tuple[str, int] | None = None  # (call, start time in us) shown as not answering
         self.s = settings
         self.stop = stop
         self.tick = tick
@@ -104,13 +110,23 @@ class Writer:
         self.metrics.attach(self.consumer, self.sink.kind)
         self.spool.scan()
         self.disk.check(force=True)
+        self.metrics.db_state("connecting")  # not "up" before the database has answered once
         try:
             self.circuit.ensure_sink()
+            if not self.sink.contact():
+                raise self.sink.probe_error or TransientSinkError("the database did not answer the first probe")
+            self._contacted = True
             self.metrics.db_state("replaying" if self.spool.has_work() else "up")
             self.metrics.error(ERR_NONE)
-        except SinkError as e:
+        except (PermanentSinkError, StuckCall) as e:
+            # A refused login / configuration, or a database that does not answer at all:
+            # spill from the start (and a refused login is shown at once).
             log.error("database not available at start (%s); spilling to %s until it answers", e, self.s.backup_file_path)
-            self.circuit.trip(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
+            self.circuit.trip(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT, e)
+        except SinkError as e:
+            # Unreachable or slow right now: still "connecting"; the first batch retries as
+            # usual and trips the circuit if the database stays away.
+            log.warning("first contact with the database failed (%s); the first batch will try again", e)
         self.publish_gauges(force=True)
 
     def attach(self, consumer: Consumer) -> None:
@@ -127,7 +143,7 @@ class Writer:
         if self.consumer is not None:
             self.publish_gauges(force=True)
         try:
-            self.sink.close()
+            self.sink.close_now()
         except Exception as e:  # closing must not hide the stop
             log.warning("closing the %s sink: %s", self.sink.kind, e)
         if self.consumer is not None:
@@ -162,6 +178,7 @@ class Writer:
     def step(self) -> bool:
         """One iteration. Returns True if it did work (the caller may then loop at once)."""
         self._alive()
+        self.rate.update(self.clock(), self.consumer.published)
         self._housekeeping()
         self.circuit.try_close(self.spool.has_work)
         worked = False
@@ -253,7 +270,9 @@ class Writer:
             except (SinkError, OSError) as e:
                 code = ERR_QUARANTINE if isinstance(e, OSError) else (ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
                 self.metrics.failed(code)
-                last = attempt == attempts - 1
+                # A call that outlived the ring's budget is not retried: the ring cannot
+                # wait for another one. Spill now; the prober finds out when it answers.
+                last = attempt == attempts - 1 or isinstance(e, (StuckCall, CallBusy))
                 wait = float(2**attempt)
                 if not last and stopping and self.clock() + wait >= deadline:
                     last = True
@@ -262,7 +281,7 @@ class Writer:
                     "" if last else f"; retrying in {wait:.0f} s",
                 )
                 if last:
-                    self.circuit.trip(code)
+                    self.circuit.trip(code, e)
                     return False
                 self.metrics.retry()
                 if self._sleep(wait, give_up=self._ring_pressed):
@@ -271,7 +290,11 @@ class Writer:
                     self.circuit.trip(code)
                     return False
                 continue
-            self._durable(batch, DB, len(batch.records), res, int((time.perf_counter() - t0) * 1e6))
+            lat = int((time.perf_counter() - t0) * 1e6)
+            if not self._contacted:
+                self._contacted = True
+                self.metrics.db_state("up")
+            self._durable(batch, DB, len(batch.records), res, lat)
             if res.rejected:
                 log.warning("%d rows of a batch of %d were refused by the database and quarantined", len(res.rejected), len(batch.records))
             return True
@@ -333,13 +356,18 @@ class Writer:
             # Everything older is in the database: close the file being appended to so it
             # can be replayed; live records wait in the ring meanwhile (see _route).
             self.spool.close_active()
+        t0 = self.clock()
         try:
             n = self.replay.step()
         except (SinkError, OSError) as e:
+            if isinstance(e, TransientSinkError) and not isinstance(e, CallBusy):
+                # Abandoned, or timed out / broken inside the driver: try smaller chunks.
+                self._fit_replay_chunk(float("inf"))
             log.warning("replay of %s stopped: %s", self.replay.name, e)
             self.metrics.failed(ERR_QUARANTINE if isinstance(e, OSError) else ERR_TRANSIENT)
-            self.circuit.trip(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT)
+            self.circuit.trip(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT, e)
             return False
+        self._fit_replay_chunk(self.clock() - t0)
         if not self.spool.has_work():
             log.warning("all backup files replayed; live data goes to the database again")
             self.metrics.db_state("up")
@@ -371,11 +399,46 @@ class Writer:
         m.disk(self.disk.free, self.disk.state)
         m.batch_limit(self.batching.limit)
         m.oldest_unwritten()
-        self.circuit.publish()
+        self._publish_stuck()
+
+    # --- database calls (guard.py) ---------------------------------------------------------
+
+    def _budget(self) -> float:
+        """Seconds the main loop may wait for one database call: see guard.budget_s."""
+        free = self.consumer.capacity - self.consumer.pending()
+        return budget_s(free, self.rate.update(self.clock(), self.consumer.published))
+
+    def _call_waiting(self, name: str, waited_s: float) -> None:
+        # The database is "not answering" after a few seconds, not only once the budget is out.
+        if self._stuck_info is None:
+            self._stuck_info = (name, now_us() - int(waited_s * 1e6))
+            self.metrics.stuck(*self._stuck_info)
+            self.metrics.db_state("not_answering")
+
+    def _publish_stuck(self) -> None:
+        """The stuck-call fields and the state: kept while an abandoned call runs or the
+        circuit it tripped is open; cleared once the database answers again."""
+        stuck = self.guard.stuck()
+        self.circuit.publish(stuck=stuck is not None)
+        if stuck is not None or (self.circuit.is_open and self.circuit.not_answering):
+            if self._stuck_info is None and stuck is not None:
+                self._stuck_info = (stuck[0], now_us() - int((self.clock() - stuck[1]) * 1e6))
+            if self._stuck_info is not None:
+                self.metrics.stuck(*self._stuck_info)
+        elif self._stuck_info is not None:
+            self._stuck_info = None
+            self.metrics.stuck(None)
+            if not self.circuit.is_open:
+                self.metrics.db_state("replaying" if self.spool.has_work() else "up")
+
+    def _fit_replay_chunk(self, took_s: float) -> None:
+        # Live records wait in the ring during a replay call: a chunk must fit the budget.
+        self.replay.chunk_rows = fit_chunk(self.replay.chunk_rows, took_s, self._budget(), hi=self.batching.batch_max)
 
     def _alive(self) -> None:
         """Sign of life for systemd's watchdog and the ring's heartbeat (which the
-        supervisor and the health checks read): both say the loop turns."""
+        supervisor and the health checks read): both say the loop turns. Also called every
+        few ms while the main thread waits for a database call (guard.py)."""
         self.tick()
         self.consumer.heartbeat()
 
@@ -391,6 +454,6 @@ class Writer:
             left = end - self.clock()
             if left <= 0:
                 return False
-            self._alive()
+            self._alive()  # the heartbeat too: a retry wait is not a dead writer
             time.sleep(min(0.05, left))
         return True

@@ -94,6 +94,16 @@ def classify(exc: BaseException, doing: str, secrets: Iterable[str] = ()) -> Sin
     return TransientSinkError(message, code)
 
 
+# The login itself was refused: retrying with the same password only counts toward the
+# profile's FAILED_LOGIN_ATTEMPTS (10 by default, then the account is locked).
+LOGIN_REFUSED = frozenset({"ORA-01017", "ORA-28000", "ORA-28001"})
+
+
+def is_login_refused(code: str) -> bool:
+    """True when the database refused the login (wrong password, locked, expired)."""
+    return code in LOGIN_REFUSED
+
+
 def is_connection_lost(code: str) -> bool:
     """True when the connection is gone: a commit in flight has an unknown outcome."""
     return code in CONNECTION_LOST

@@ -53,6 +53,8 @@ class Catalog:
     tables: dict[str, list[Col]] = field(default_factory=dict)
     read_only: set[str] = field(default_factory=set)  # tables the user may not modify
     field_version: int = 24
+    logins: int = 0  # login attempts, right or wrong (the account-lockout tests count them)
+    _logins_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def create_table(self, name: str, cols: list[Col], primary_key: tuple[str, ...] = ()) -> None:
         """Create (or replace) a table; NUMBER columns have no SQLite affinity so 20-digit
@@ -145,6 +147,8 @@ class SqliteBackend:
 
     # --- seerdb Backend protocol ---
     def authenticate(self, username: str) -> str | None:
+        with self.catalog._logins_lock:
+            self.catalog.logins += 1
         return credential_lookup(self.catalog.users, username)
 
     def execute(self, sql: str, binds: Sequence = ()) -> Result:

@@ -11,7 +11,12 @@ Faults, switched on and off from the test while traffic flows:
 - ``drop_next_commit_reply()``: let the next COMMIT reach the server, swallow the
   server's answer and cut the connection: the client cannot know whether it committed;
 - ``drop_next_commit()``: cut the connection instead of forwarding the next COMMIT: the
-  client cannot know either, but this time nothing was committed.
+  client cannot know either, but this time nothing was committed;
+- ``blackhole_at_next("insert" | "commit")``: forward the next multi-row INSERT (a client
+  DATA packet of at least ``BIG_PACKET`` bytes: only a batch's bind data is that big) or
+  COMMIT to the server, then black-hole everything (as ``blackhole(True)``, no reset):
+  the hole starts mid-INSERT or mid-COMMIT, the server has the statement, its answer is
+  held. ``blackhole(False)`` ends it.
 
 A COMMIT is recognised in the client's stream as a TNS DATA packet (type 6) whose TTI
 message is a function call (3) with function code COMMIT (14).
@@ -27,6 +32,15 @@ import time
 TNS_DATA = 6
 TTI_FUNCTION = 3
 FUNC_COMMIT = 14
+
+
+BIG_PACKET = 4096
+
+
+def is_big_call(chunk: bytes) -> bool:
+    """True if ``chunk`` starts a TNS DATA function call of at least BIG_PACKET bytes (an
+    executemany's bind data; statement cache hits send no SQL text to match on)."""
+    return len(chunk) >= BIG_PACKET and chunk[4] == TNS_DATA and chunk[10] == TTI_FUNCTION
 
 
 def is_commit(chunk: bytes) -> bool:
@@ -60,6 +74,8 @@ class FaultProxy:
         self._blackhole = threading.Event()
         self._drop_commit = threading.Event()
         self._lose_commit = threading.Event()
+        self._hole_at: str | None = None  # "insert" / "commit": black-hole after the next one
+        self.holes_started = 0
         self.commits_dropped = 0
         self.commit_replies_dropped = 0
         self.connections = 0
@@ -96,6 +112,12 @@ class FaultProxy:
             self._blackhole.set()
         else:
             self._blackhole.clear()
+
+    def blackhole_at_next(self, kind: str) -> None:
+        """Arm: forward the next ``"insert"`` (big DATA call) or ``"commit"``, then
+        black-hole everything until ``blackhole(False)``."""
+        assert kind in ("insert", "commit"), kind
+        self._hole_at = kind
 
     def drop_next_commit_reply(self) -> None:
         """Arm: the next COMMIT goes through, its reply is swallowed, the connection is cut."""
@@ -172,6 +194,13 @@ class FaultProxy:
                             self.commits_dropped += 1
                             pair.close()
                             return
+                        hole = self._hole_at
+                        if hole and (is_commit(data) if hole == "commit" else is_big_call(data)):
+                            self._hole_at = None
+                            pair.server.sendall(data)  # the server gets it; its answer is held
+                            self.holes_started += 1
+                            self._blackhole.set()
+                            continue
                         if self._drop_commit.is_set() and is_commit(data):
                             self._drop_commit.clear()
                             pair.server.sendall(data)

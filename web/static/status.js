@@ -158,7 +158,7 @@
     drawGauge(b.utilization_pct, d.thresholds.alert_pct);
     var pr = roleText(f.roles.poller), wr = roleText(f.roles.writer);
     setState("v-poller", pr[0], pr[1]); setState("v-writer", wr[0], wr[1]);
-    var dbc = { up: "ok", replaying: "warn", probing: "warn", down: "bad", unknown: "warn" }[ws.db_state] || "warn";
+    var dbc = { up: "ok", replaying: "warn", probing: "warn", down: "bad", unknown: "warn", connecting: "warn", not_answering: "bad", login_refused: "bad" }[ws.db_state] || "warn";
     setState("v-db", T["db." + ws.db_state] || ws.db_state, dbc);
     $("v-sink").textContent = ws.sink;
     var age = lag.oldest_unwritten_age_s;

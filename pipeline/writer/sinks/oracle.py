@@ -78,6 +78,7 @@ class OracleSink:
         self.insert_cursor_sql = f"INSERT INTO {ct} (RING_EPOCH, NEXT_SEQ, UPDATED_AT) VALUES (:1, :2, :3)"
         self.probe_sql = f"SELECT {', '.join(c for _, c in self.targets)} FROM {config.oracle_table} WHERE 1 = 0"
         self.pools = PoolKeeper(config)
+        self.probe_error: SinkError | None = None  # why the last probe failed (None: it answered)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "OracleSink":
@@ -100,15 +101,33 @@ class OracleSink:
     def probe(self) -> bool:
         """True if the database answers within a few seconds now and the table with its
         mapped columns is visible (so a missing table keeps the circuit open until the DBA
-        creates it, instead of a write failing every time). Thread-safe; never raises."""
+        creates it, instead of a write failing every time). Uses a connection of its own,
+        not the pool: one login per probe, and none in the background (a refused login
+        must not lock the account). Why it failed is left in ``probe_error``. Thread-safe;
+        never raises."""
         try:
-            with self.connection(min(self.cfg.oracle_call_timeout_ms, 5_000)) as conn:
+            conn = self.pools.connect_once(min(self.cfg.oracle_call_timeout_ms, 5_000))
+            try:
                 with conn.cursor() as cur:
                     cur.execute(self.probe_sql)
                     cur.fetchall()
+            finally:
+                try:
+                    conn.close()
+                except oracledb.Error:
+                    pass
+            self.probe_error = None
             return True
-        except (SinkError, oracledb.Error):
-            return False
+        except SinkError as exc:
+            self.probe_error = exc
+        except oracledb.Error as exc:
+            self.probe_error = classify(exc, "probe", self.cfg.secrets)
+        return False
+
+    def abandon(self) -> None:
+        """Drop every connection now without waiting (a call is stuck on one of them): see
+        ``PoolKeeper.abandon``. The next ``open`` makes a new pool."""
+        self.pools.abandon()
 
     def close(self) -> None:
         """Release the pool within a few seconds. Idempotent."""
@@ -124,9 +143,16 @@ class OracleSink:
         """
         if len(records) == 0:
             return WriteResult()
+        generation = self.pools.generation
         try:
             return self._write(int(epoch), records, on_rejected)
         except _CommitLost as lost:
+            if self.pools.generation != generation:
+                # The writer abandoned this call and dropped the pool: it spilled the batch,
+                # whose replay reads the cursor anyway. Resolving here would only be one
+                # more call into a network that does not answer.
+                raise TransientSinkError(scrub(f"commit outcome unknown after the call was abandoned (resolved on replay): "
+                                               f"{first_line(lost.failure)}", self.cfg.secrets), full_code(lost.failure)) from None
             return self._resolve(int(epoch), lost.end, lost.result, lost.failure)
 
     def _write(self, epoch: int, records: np.ndarray, on_rejected: OnRejected | None) -> WriteResult:

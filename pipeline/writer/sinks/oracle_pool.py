@@ -68,6 +68,7 @@ class PoolKeeper:
         self.pool: oracledb.ConnectionPool | None = None
         self._pool_lock = threading.Lock()
         self._stalled_since: float | None = None
+        self.generation = 0  # +1 each time the pool is dropped (close / abandon)
         # A pool that cannot produce a connection for this long while none is in use has a
         # connection attempt stuck in a handshake (see _note_stall): it is replaced.
         self.stall_limit_s = 2 * config.oracle_pool_wait_ms / 1000 + config.oracle_connect_timeout_s
@@ -79,7 +80,7 @@ class PoolKeeper:
             if self.pool is None:
                 self.pool = self._create_pool()
 
-    def _create_pool(self) -> oracledb.ConnectionPool:
+    def _extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if self.cfg.oracle_config_dir:
             extra["config_dir"] = self.cfg.oracle_config_dir
@@ -87,6 +88,43 @@ class PoolKeeper:
             extra["wallet_location"] = self.cfg.oracle_wallet_location
         if self.cfg.oracle_wallet_password:
             extra["wallet_password"] = self.cfg.oracle_wallet_password
+        return extra
+
+    def connect_once(self, call_timeout_ms: int) -> oracledb.Connection:
+        """One standalone connection: exactly one login attempt, and no pool behind it that
+        would log in again in the background (a wrong password must not lock the account).
+        Bounded: a handshake that gets no answer within ``connect_timeout_s`` plus the call
+        timeout is ended by shutting the socket down (python-oracledb has no handshake
+        timeout). Raises TransientSinkError / PermanentSinkError."""
+        box: dict[str, Any] = {}
+
+        def attempt() -> None:
+            try:
+                box["conn"] = oracledb.connect(user=self.cfg.oracle_username, password=self.cfg.oracle_password, dsn=self.cfg.dsn,
+                                               tcp_connect_timeout=self.cfg.oracle_connect_timeout_s, **self._extra())
+            except BaseException as e:  # handed to the caller below
+                box["err"] = e
+
+        limit = self.cfg.oracle_connect_timeout_s + call_timeout_ms / 1000
+        t = threading.Thread(target=attempt, name="oracle-connect-once", daemon=True)
+        t.start()
+        t.join(limit)
+        if t.is_alive():
+            _shutdown_sockets_to(_dsn_ports(self.cfg))
+            t.join(2.0)
+            raise TransientSinkError(f"cannot connect as {self.cfg.oracle_username} to {self.cfg.dsn}: no answer to the login within "
+                                     f"{limit:.0f} s (the listener accepted the connection and never answered)", "TAGPIPE-HANDSHAKE")
+        err = box.get("err")
+        if err is not None:
+            if isinstance(err, oracledb.Error):
+                raise classify(err, f"cannot connect as {self.cfg.oracle_username} to {self.cfg.dsn}", self.cfg.secrets) from None
+            raise err
+        conn = box["conn"]
+        conn.call_timeout = call_timeout_ms
+        return conn
+
+    def _create_pool(self) -> oracledb.ConnectionPool:
+        extra = self._extra()
         try:
             return oracledb.create_pool(
                 user=self.cfg.oracle_username, password=self.cfg.oracle_password, dsn=self.cfg.dsn,
@@ -179,8 +217,24 @@ class PoolKeeper:
         """Release the pool within a few seconds, even with a connect stuck in a handshake."""
         with self._pool_lock:
             pool, self.pool = self.pool, None
+            self.generation += 1
             if pool is not None:
                 self._discard(pool)
+
+    def abandon(self) -> None:
+        """Drop the pool at once, for a caller that gave up on a call stuck in it (or
+        that must not wait: the writer's main thread when the circuit opens): the
+        sockets to the listener are shut down now (the stuck call wakes up with DPY-4011 and
+        its connection is dropped, never reused; the database rolls back what it did not
+        commit) and the pool is closed on a background thread. Returns without waiting."""
+        with self._pool_lock:
+            pool, self.pool = self.pool, None
+            self.generation += 1
+        n = _shutdown_sockets_to(_dsn_ports(self.cfg))
+        if n:
+            log.warning("dropped the connection pool (%d socket(s) shut down)", n)
+        if pool is not None:
+            threading.Thread(target=self._discard, args=(pool,), name="oracle-pool-abandon", daemon=True).start()
 
 
 def _close_pool(pool: oracledb.ConnectionPool) -> None:
