@@ -112,3 +112,18 @@ def test_plc_rows_decode_the_table(rig):
     assert rows[1].polls == 11
     assert rows[0].last_good_poll_age_s == pytest.approx(3, abs=1)
     assert stats.MAX_PLCS >= 2
+
+
+def test_losses_are_bucketed_per_minute_once_even_across_writer_restarts(rig):
+    """The loss minute buckets count what consumer.lost grew by, once: a writer that died
+    after its commit but before bucketing leaves the losses to its successor."""
+    rig.publish(1400)
+    rig.c.commit(rig.c.read(1400))  # 400 lost, not bucketed yet (the writer died here)
+    assert figures(rig).buffer.overflowed_last_hour == 0
+    assert stats.record_losses(rig.c) == 400  # its successor's first commit buckets them
+    assert stats.record_losses(rig.c) == 0  # and never twice
+    minute = stats.now_us() // (stats.HOUR_BUCKET_S * stats.US)
+    stats.record_losses(rig.c, t_us=(minute + 61) * 60 * stats.US)  # nothing new: no bucket touched
+    b = figures(rig).buffer
+    assert b.overflowed_last_hour == 400 and b.overflow_count == b.lost == 400
+    assert b.overflow_rate_pct == pytest.approx(100 * 400 / 1400, abs=0.001)
