@@ -137,3 +137,20 @@ def test_oracle_config_is_the_settings_plus_what_the_sink_derives():
     with pytest.raises(ConfigError, match="ORACLE_POOL_MAX"):
         dataclasses.replace(cfg, oracle_pool_min=9)
     assert OracleConfig.from_settings(load_settings({"ORACLE_DSN": "tns_alias"}, env_file=None)).dsn == "tns_alias"
+
+
+def test_a_password_inside_oracle_dsn_is_masked_in_the_sinks_repr_describe_and_errors():
+    """Issue 12 item 15: ORACLE_DSN=user/password@host/svc. The sink still connects with
+    the whole string; what it shows (repr, describe, a connect error) has it masked."""
+    s = load_settings({"ORACLE_DSN": "scott/pw-9f8e7d@127.0.0.1:1/XE", "ORACLE_POOL_WAIT_MS": "500",
+                       "ORACLE_CONNECT_TIMEOUT_S": "0.5"}, env_file=None)
+    sink = OracleSink.from_settings(s)
+    assert sink.cfg.dsn == "scott/pw-9f8e7d@127.0.0.1:1/XE" and "pw-9f8e7d" in sink.cfg.secrets
+    assert "scott/********@127.0.0.1:1/XE" in repr(sink.cfg) and "scott/********@" in sink.describe()
+    with pytest.raises(Exception) as e:  # nothing listens on port 1
+        sink.open()
+        with sink.pools.connection():
+            pass
+    assert "scott/********@127.0.0.1:1/XE" in str(e.value)
+    assert "pw-9f8e7d" not in str(e.value) + repr(sink.cfg) + sink.describe()
+    sink.close()
