@@ -71,9 +71,37 @@ def test_old_loss_clears_after_the_hold_time(rig):
     rig.commit(1)  # finds 100 lost, sets consumer.last_lost_us
     f = figures(rig)
     assert f.lag.last_loss_age_s is not None
+    assert "values_lost" in [c.code for c in stats.HealthEvaluator().evaluate(f).checks]
     h = stats.HealthEvaluator(stats.Thresholds(loss_hold_s=0.0)).evaluate(f)
-    # overflowing_now (this minute's bucket) still counts, whatever the hold time
-    assert "values_lost" in [c.code for c in h.checks]
+    # slots reused this minute while the writer runs are not a loss by themselves
+    assert f.buffer.overflowing_now and "values_lost" not in [c.code for c in h.checks]
+
+
+def test_slots_reused_after_the_writer_read_them_are_not_reported_lost(rig):
+    """Issue 12 item 4 in health: the writer had read the records before their slots were
+    reused, then stored them: no loss, so no "values lost" check (it was unhealthy before)."""
+    rig.publish(800)
+    batch = rig.c.read(800)
+    rig.publish(700)  # 500 slots reused before the commit
+    rig.c.commit(batch)
+    stats.record_losses(rig.c)
+    f = figures(rig)
+    assert f.buffer.overwritten_before_commit == 500 and f.buffer.lost == 0 and f.buffer.overflowing_now
+    assert "values_lost" not in [c.code for c in stats.HealthEvaluator().evaluate(f).checks]
+
+
+def test_slots_reused_while_no_writer_runs_are_reported_lost_at_once(ring_name):
+    from test_web_api import Rig
+
+    rig = Rig(ring_name, consumer=False)
+    try:
+        rig.publish(1500)  # capacity 1000, no writer: 500 certainly gone, counted once one attaches
+        f = figures(rig)
+        assert f.buffer.lost == 0 and not f.roles.writer.running
+        h = stats.HealthEvaluator().evaluate(f)
+        assert "values_lost" in [c.code for c in h.checks] and h.status == "unhealthy"
+    finally:
+        rig.close()
 
 
 def test_pid_alive_sees_zombies_as_dead():

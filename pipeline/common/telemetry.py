@@ -839,7 +839,10 @@ class HealthEvaluator:
         if not poller.running:
             checks.append(Check("poller_down", UNHEALTHY, f"no new values: {poller.reason}"))
         loss_age = lag.last_loss_age_s
-        recent_loss = (loss_age is not None and loss_age < t.loss_hold_s) or buf.overflowing_now
+        # A loss counted by the writer lately, or slots reused before commit now while no
+        # writer runs (nobody holds a copy: certainly lost, counted once a writer attaches).
+        # Slots reused while the writer runs may hold records it has already read: not a loss.
+        recent_loss = (loss_age is not None and loss_age < t.loss_hold_s) or (buf.overflowing_now and not writer.running)
         if self._latch("values_lost", recent_loss, not recent_loss):
             checks.append(Check("values_lost", UNHEALTHY, "values lost: the ring overflowed (writer too slow or down)"))
         if wr.disk_state == "full":
