@@ -130,7 +130,7 @@ def test_oracle_config_is_the_settings_plus_what_the_sink_derives():
                        "ORACLE_CALL_TIMEOUT_MS": "9000"}, env_file=None)
     cfg = OracleConfig.from_settings(s)
     assert isinstance(cfg, Settings) and [f.name for f in dataclasses.fields(cfg)] == [f.name for f in dataclasses.fields(Settings)]
-    assert (cfg.dsn, cfg.lock_wait_s, cfg.secrets) == ("db1:1522/XE", 3, ("pw-77", ""))
+    assert (cfg.dsn, cfg.lock_wait_s, cfg.secrets) == ("db1:1522/XE", 3, ("pw-77",))  # empty ones are not scrubbed
     assert "pw-77" not in repr(cfg)
     one = dataclasses.replace(cfg, oracle_pool_min=1, oracle_pool_max=1)  # what check-db does
     assert type(one) is OracleConfig and (one.oracle_pool_min, one.oracle_pool_max) == (1, 1)
