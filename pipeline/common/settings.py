@@ -7,12 +7,15 @@ name (``aliases``: the original feature's names, e.g. ``SHUTDOWN_TIMEOUT`` for
 ``SHUTDOWN_TIMEOUT_S``). ``SETTINGS`` (the table the docs, ``.env.example`` and
 ``python -m pipeline settings`` are generated from) is derived from the fields.
 
-Loading order: defaults, then a ``.env`` file in the working directory, then the process
-environment (which wins). Within one of those sources, a setting given under both its
+Loading order: defaults, then a ``.env`` file in the working directory (read by the rules
+of systemd's ``EnvironmentFile=``: ``parse_dotenv``), then the process environment (which
+wins). Within one of those sources, a setting given under both its
 name and an alias must agree, else it is a bad setting. Everything is validated before
 any process opens anything (constructing ``Settings`` validates every field, so a
 ``dataclasses.replace`` is checked too); a bad value raises ``ConfigError`` whose one-line
-message names the setting and the value (secrets are never shown). ``python -m pipeline
+message names the setting and the value (secrets are never shown, and a password inside a
+connect string is masked: ``Setting.show``, ``mask_credentials``). Path settings are checked
+for their kind and ``WEB_HOST`` / ``ORACLE_HOST`` for being an address or host name. ``python -m pipeline
 settings`` prints the table.
 """
 
