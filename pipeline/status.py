@@ -74,8 +74,8 @@ def render(d: dict) -> str:
     out.append("")
     out.append(f"ring      {b['current_size']:,} / {b['max_size']:,} records ({b['utilization_pct']:.1f} % full)"
                f"   epoch {b['epoch']}   created {_t(b['created_us'])}")
-    out.append(f"          published {b['published']:,}   committed {b['committed']:,}   overflow {b['overflow_count']:,}"
-               f" ({b['overflow_rate_pct']:.3f} % last hour)   lost {b['lost']:,}")
+    out.append(f"          published {b['published']:,}   committed {b['committed']:,}   lost {b['overflow_count']:,}"
+               f" ({b['overflow_rate_pct']:.3f} % last hour)   overwritten before commit {b['overwritten_before_commit']:,} (at risk)")
     for name in ("poller", "writer"):
         r = roles[name]
         out.append(f"{name:<9} {'running' if r['running'] else 'DOWN'} (state {r['state']}, pid {r['pid'] or '-'},"

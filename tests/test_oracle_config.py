@@ -130,10 +130,27 @@ def test_oracle_config_is_the_settings_plus_what_the_sink_derives():
                        "ORACLE_CALL_TIMEOUT_MS": "9000"}, env_file=None)
     cfg = OracleConfig.from_settings(s)
     assert isinstance(cfg, Settings) and [f.name for f in dataclasses.fields(cfg)] == [f.name for f in dataclasses.fields(Settings)]
-    assert (cfg.dsn, cfg.lock_wait_s, cfg.secrets) == ("db1:1522/XE", 3, ("pw-77", ""))
+    assert (cfg.dsn, cfg.lock_wait_s, cfg.secrets) == ("db1:1522/XE", 3, ("pw-77",))  # empty ones are not scrubbed
     assert "pw-77" not in repr(cfg)
     one = dataclasses.replace(cfg, oracle_pool_min=1, oracle_pool_max=1)  # what check-db does
     assert type(one) is OracleConfig and (one.oracle_pool_min, one.oracle_pool_max) == (1, 1)
     with pytest.raises(ConfigError, match="ORACLE_POOL_MAX"):
         dataclasses.replace(cfg, oracle_pool_min=9)
     assert OracleConfig.from_settings(load_settings({"ORACLE_DSN": "tns_alias"}, env_file=None)).dsn == "tns_alias"
+
+
+def test_a_password_inside_oracle_dsn_is_masked_in_the_sinks_repr_describe_and_errors():
+    """Issue 12 item 15: ORACLE_DSN=user/password@host/svc. The sink still connects with
+    the whole string; what it shows (repr, describe, a connect error) has it masked."""
+    s = load_settings({"ORACLE_DSN": "scott/pw-9f8e7d@127.0.0.1:1/XE", "ORACLE_POOL_WAIT_MS": "500",
+                       "ORACLE_CONNECT_TIMEOUT_S": "0.5"}, env_file=None)
+    sink = OracleSink.from_settings(s)
+    assert sink.cfg.dsn == "scott/pw-9f8e7d@127.0.0.1:1/XE" and "pw-9f8e7d" in sink.cfg.secrets
+    assert "scott/********@127.0.0.1:1/XE" in repr(sink.cfg) and "scott/********@" in sink.describe()
+    with pytest.raises(Exception) as e:  # nothing listens on port 1
+        sink.open()
+        with sink.pools.connection():
+            pass
+    assert "scott/********@127.0.0.1:1/XE" in str(e.value)
+    assert "pw-9f8e7d" not in str(e.value) + repr(sink.cfg) + sink.describe()
+    sink.close()

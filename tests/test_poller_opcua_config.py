@@ -114,6 +114,14 @@ def test_each_opcua_mistake_is_one_line_naming_key_and_value(tmp_path, text, key
     assert "\n" not in msg and key in msg and value in msg, msg
 
 
+def test_a_password_written_into_the_endpoint_is_masked_in_the_error(tmp_path):
+    """Issue 12 item 15's sibling: opc.tcp://user:password@host is refused without showing it."""
+    with pytest.raises(TagsFileError) as e:
+        load(tmp_path, opcua_plc(endpoint="opc.tcp://op:pw-9f8e7d@192.0.2.5:4840/"))
+    assert "pw-9f8e7d" not in str(e.value) and "opc.tcp://op:********@192.0.2.5:4840/" in str(e.value)
+    assert "plcs[0].endpoint" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_security_files_must_exist(tmp_path):
     extra = 'security_policy = "Basic256Sha256"\ncertificate = "none.der"\nprivate_key = "k.pem"\ntrusted_certs = "t"'
     with pytest.raises(TagsFileError, match=r"plcs\[0\].certificate = 'none.der': no such file"):

@@ -41,20 +41,21 @@ def test_defaults_match_the_seed_and_the_spec():
         s.buffer_max_size = 5  # frozen
 
 
-def test_dotenv_is_parsed_with_comments_export_quotes(tmp_path):
+def test_dotenv_is_parsed_with_comments_and_quotes(tmp_path):
     text = "\n".join([
         "# a comment",
+        "; also a comment (systemd)",
         "",
-        "export BUFFER_MAX_SIZE=2_000",
-        "BUFFER_ALERT_THRESHOLD = 70.5   # inline comment",
-        "ORACLE_PASSWORD='p#ss word'",
-        'BACKUP_FILE_PATH="/var/lib/tagpipe/backup dir"',
+        "BUFFER_MAX_SIZE=2_000",
+        "BUFFER_ALERT_THRESHOLD = 70.5   ",
+        "ORACLE_PASSWORD=p#ss word  # all of this is the value, as systemd reads it",
+        f'BACKUP_FILE_PATH="{tmp_path}/backup dir"',
         "LOG_LEVEL=debug",
     ])
     s = load(dotenv=text, tmp_path=tmp_path)
     assert s.buffer_max_size == 2000 and s.buffer_alert_threshold == 70.5
-    assert s.oracle_password == "p#ss word"
-    assert s.backup_file_path == "/var/lib/tagpipe/backup dir"
+    assert s.oracle_password == "p#ss word  # all of this is the value, as systemd reads it"
+    assert s.backup_file_path == f"{tmp_path}/backup dir"
     assert s.log_level == "DEBUG"
 
 
@@ -235,8 +236,8 @@ def test_ring_name_rule_is_the_rings_own():
 
 def test_parse_dotenv_returns_raw_strings(tmp_path):
     p = tmp_path / "x.env"
-    p.write_text("A=1\nexport B = two words # c\nC=''\n")
-    assert parse_dotenv(str(p)) == {"A": "1", "B": "two words", "C": ""}
+    p.write_text("A=1\n B = two words # c\nC=''\n")
+    assert parse_dotenv(str(p)) == {"A": "1", "B": "two words # c", "C": ""}
 
 
 def run_py(code: str, **env) -> subprocess.CompletedProcess:
@@ -255,3 +256,96 @@ def test_settings_command_masks_the_password(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "hunter2" not in r.stdout and "ORACLE_PASSWORD=********" in r.stdout
     assert "BUFFER_MAX_SIZE=4242" in r.stdout
+
+
+# --- issue 12 item 15: a password inside a connect string is masked wherever it shows -------
+DSN_FORMS = [
+    ("scott/tiger-9f8e@db1:1521/XE", ["tiger-9f8e"], "scott/********@db1:1521/XE"),
+    ('scott/"ti@g/er-9f8e"@db1/XE', ["ti@g/er-9f8e"], "scott/********@db1/XE"),
+    ("scott/pw-9f8e@tns_alias", ["pw-9f8e"], "scott/********@tns_alias"),
+    ("oracle://scott:pw-9f8e@db1:1521/XE", ["pw-9f8e"], "oracle://scott:********@db1:1521/XE"),
+    ("tcps://db1:2484/XE?wallet_location=/w&wallet_password=wpw-9f8e", ["wpw-9f8e"],
+     "tcps://db1:2484/XE?wallet_location=/w&wallet_password=********"),
+    ("(DESCRIPTION=(ADDRESS=(HOST=db1)(PORT=1521))(CONNECT_DATA=(SERVICE_NAME=XE))(PASSWORD=pw-9f8e))", ["pw-9f8e"],
+     "(DESCRIPTION=(ADDRESS=(HOST=db1)(PORT=1521))(CONNECT_DATA=(SERVICE_NAME=XE))(PASSWORD=********))"),
+]
+
+
+@pytest.mark.parametrize("dsn, secrets, shown", DSN_FORMS)
+def test_a_password_inside_oracle_dsn_is_masked_in_repr_masked_and_errors(dsn, secrets, shown):
+    s = load({"ORACLE_DSN": dsn})
+    assert s.oracle_dsn == dsn  # the writer still connects with it
+    assert s.masked()["ORACLE_DSN"] == shown
+    assert S.credentials_in(dsn) and all(x in S.credentials_in(dsn) for x in secrets)
+    with pytest.raises(ConfigError) as e:  # an error showing the value: BUFFER given twice differently
+        load({"ORACLE_DSN": dsn, "ORACLE_POOL_MIN": "9"})
+    for text in (repr(s), str(s.masked()), str(e.value)):
+        assert not any(x in text for x in secrets), text
+
+
+@pytest.mark.parametrize("dsn", ["db1:1521/XE", "tns_alias", "/@wallet_alias", "scott@db1/XE",
+                                 "(DESCRIPTION=(ADDRESS=(PROTOCOL=TCP)(HOST=db1)(PORT=1521))(CONNECT_DATA=(SERVICE_NAME=XE)))"])
+def test_connect_strings_without_credentials_are_shown_unchanged(dsn):
+    assert load({"ORACLE_DSN": dsn}).masked()["ORACLE_DSN"] == dsn and S.credentials_in(dsn) == ()
+
+
+def test_a_bad_setting_error_masks_the_password_of_the_value_it_shows(tmp_path):
+    # ORACLE_HOST has the same masking (someone may write user/pw@host there): it is not a
+    # host name, so it is refused, and the one line must not carry the password.
+    e = bad("ORACLE_HOST", "scott/pw-9f8e@db1")
+    assert "pw-9f8e" not in str(e) and "ORACLE_HOST" in str(e) and "********" in str(e)
+
+
+def test_settings_command_and_effective_settings_line_mask_the_dsn_password(tmp_path):
+    dsn = "scott/pw-9f8e7d@127.0.0.1:1/XE"
+    r = run(["-m", "pipeline", "settings"], tmp_path, ORACLE_DSN=dsn)
+    assert r.returncode == 0, r.stderr
+    assert "pw-9f8e7d" not in r.stdout and "ORACLE_DSN=scott/********@127.0.0.1:1/XE" in r.stdout
+    r = run_py("from pipeline.common.process import start_process; start_process('writer', env_file=None)",
+               ORACLE_DSN=dsn, LOG_LEVEL="INFO")
+    assert r.returncode == 0, r.stderr
+    assert "effective settings" in r.stderr + r.stdout and "pw-9f8e7d" not in r.stderr + r.stdout
+
+
+# --- issue 12 items 6 and 7: unusable paths and listen addresses are refused at start -------
+def test_paths_of_the_wrong_kind_are_refused_in_one_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    a_dir = tmp_path / "a_dir"
+    a_dir.mkdir()
+    cases = [
+        ("BACKUP_FILE_PATH", str(a_file), "is an existing file, not a folder"),
+        ("BACKUP_FILE_PATH", str(a_file / "sub"), f"cannot be created: {a_file} is a file"),
+        ("SQLITE_PATH", str(a_dir), "is a folder, not a file"),
+        ("SQLITE_PATH", str(a_file / "db.sqlite"), f"cannot be created: {a_file} is a file"),
+        ("TAGS_FILE", str(a_dir), "is a folder, not a file"),
+        ("ORACLE_WALLET_LOCATION", str(a_file), "is an existing file, not a folder"),
+        ("ORACLE_CONFIG_DIR", str(a_file), "is an existing file, not a folder"),
+        ("SQLITE_PATH", "/dev/null", "exists and is not a regular file"),
+        ("BACKUP_FILE_PATH", "x" * 5000, "cannot be used: File name too long"),
+    ]
+    for name, value, reason in cases:
+        e = bad(name, value)
+        assert "\n" not in str(e) and e.name == name and reason in str(e), (name, value, str(e))
+    ok = load({"BACKUP_FILE_PATH": str(a_dir), "SQLITE_PATH": str(tmp_path / "new" / "deeper" / "t.db"),
+               "TAGS_FILE": str(tmp_path / "absent.toml")})  # missing: the writer creates it / the poller says so
+    assert ok.backup_file_path == str(a_dir)
+
+
+def test_the_writer_refuses_a_backup_path_that_is_a_file_with_exit_2_and_one_line(tmp_path):
+    (tmp_path / "backup").write_text("not a folder")
+    r = run(["-m", "pipeline.writer"], tmp_path, BACKUP_FILE_PATH=str(tmp_path / "backup"), RING_NAME="h12c-never")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "BACKUP_FILE_PATH" in lines[0] and "not a folder" in lines[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "plant-web.example", "web01.", "fe80::1%eth0"])
+def test_web_host_accepts_addresses_and_host_names(host):
+    assert load({"WEB_HOST": host}).web_host == host
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "1.2.3", "256.0.0.1", "-bad.example", "a..b", "under_score", "a b", "", "x" * 254, "1.2.3.4.5"])
+def test_web_host_refuses_what_cannot_be_an_address_or_name(host):
+    e = bad("WEB_HOST", host)
+    assert "WEB_HOST" in str(e) and repr(host) in str(e)

@@ -71,9 +71,37 @@ def test_old_loss_clears_after_the_hold_time(rig):
     rig.commit(1)  # finds 100 lost, sets consumer.last_lost_us
     f = figures(rig)
     assert f.lag.last_loss_age_s is not None
+    assert "values_lost" in [c.code for c in stats.HealthEvaluator().evaluate(f).checks]
     h = stats.HealthEvaluator(stats.Thresholds(loss_hold_s=0.0)).evaluate(f)
-    # overflowing_now (this minute's bucket) still counts, whatever the hold time
-    assert "values_lost" in [c.code for c in h.checks]
+    # slots reused this minute while the writer runs are not a loss by themselves
+    assert f.buffer.overflowing_now and "values_lost" not in [c.code for c in h.checks]
+
+
+def test_slots_reused_after_the_writer_read_them_are_not_reported_lost(rig):
+    """Issue 12 item 4 in health: the writer had read the records before their slots were
+    reused, then stored them: no loss, so no "values lost" check (it was unhealthy before)."""
+    rig.publish(800)
+    batch = rig.c.read(800)
+    rig.publish(700)  # 500 slots reused before the commit
+    rig.c.commit(batch)
+    stats.record_losses(rig.c)
+    f = figures(rig)
+    assert f.buffer.overwritten_before_commit == 500 and f.buffer.lost == 0 and f.buffer.overflowing_now
+    assert "values_lost" not in [c.code for c in stats.HealthEvaluator().evaluate(f).checks]
+
+
+def test_slots_reused_while_no_writer_runs_are_reported_lost_at_once(ring_name):
+    from test_web_api import Rig
+
+    rig = Rig(ring_name, consumer=False)
+    try:
+        rig.publish(1500)  # capacity 1000, no writer: 500 certainly gone, counted once one attaches
+        f = figures(rig)
+        assert f.buffer.lost == 0 and not f.roles.writer.running
+        h = stats.HealthEvaluator().evaluate(f)
+        assert "values_lost" in [c.code for c in h.checks] and h.status == "unhealthy"
+    finally:
+        rig.close()
 
 
 def test_pid_alive_sees_zombies_as_dead():
@@ -140,3 +168,18 @@ def test_database_states_of_a_stuck_call_a_refused_login_and_no_contact_have_the
     rig.c.set("writer.db_state", stats.DB_STATE_CODES["connecting"])
     h = stats.HealthEvaluator().evaluate(figures(rig))
     assert [c.code for c in h.checks] == ["database_connecting"] and not h.oracle_connection_ok
+
+
+def test_losses_are_bucketed_per_minute_once_even_across_writer_restarts(rig):
+    """The loss minute buckets count what consumer.lost grew by, once: a writer that died
+    after its commit but before bucketing leaves the losses to its successor."""
+    rig.publish(1400)
+    rig.c.commit(rig.c.read(1400))  # 400 lost, not bucketed yet (the writer died here)
+    assert figures(rig).buffer.overflowed_last_hour == 0
+    assert stats.record_losses(rig.c) == 400  # its successor's first commit buckets them
+    assert stats.record_losses(rig.c) == 0  # and never twice
+    minute = stats.now_us() // (stats.HOUR_BUCKET_S * stats.US)
+    stats.record_losses(rig.c, t_us=(minute + 61) * 60 * stats.US)  # nothing new: no bucket touched
+    b = figures(rig).buffer
+    assert b.overflowed_last_hour == 400 and b.overflow_count == b.lost == 400
+    assert b.overflow_rate_pct == pytest.approx(100 * 400 / 1400, abs=0.001)

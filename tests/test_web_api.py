@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import spawn, stop
-from pipeline.common.telemetry import DB_STATE_CODES, open_consumer, open_producer, WriterMetrics
+from pipeline.common.telemetry import DB_STATE_CODES, open_consumer, open_producer, record_losses, WriterMetrics
 from shm import delete_ring
 from shm import layout as L
 from shm.ring import now_us
@@ -41,6 +41,7 @@ class Rig:
     def commit(self, n: int, latency_us: int = 2000) -> None:
         batch = self.c.read(n)
         self.c.commit(batch)
+        record_losses(self.c)  # as Writer._durable does after every commit
         WriterMetrics(self.c).record_write(True, len(batch.records), latency_us)
         self.c.add("writer.batches_ok", 1)
         self.c.add("writer.rows_written", len(batch.records))
@@ -108,9 +109,43 @@ def test_overflow_rate_is_the_seed_overflow_check_figure(rig, app_for):
     client = app_for(rig.name)
     rig.publish(1500)  # capacity 1000, nothing committed: 500 overwritten of 1500
     body = client.get("/api/buffer/status").get_json()
-    assert body["overflow_count"] == 500
-    assert body["overflow_rate_pct"] == pytest.approx(33.333, abs=0.01)
     assert body["current_size"] == 1000 and body["utilization_pct"] == 100.0
+    assert body["overwritten_before_commit"] == 500  # at risk; counted lost once the writer commits past them
+    rig.commit(1500)  # the writer gets the newest 1000: the 500 oldest are dropped
+    body = client.get("/api/buffer/status").get_json()
+    assert body["overflow_count"] == body["lost"] == 500
+    assert body["overflow_rate_pct"] == pytest.approx(33.333, abs=0.01)
+
+
+def test_overflow_figures_count_records_dropped_not_slots_reused_after_a_read(rig, app_for):
+    """Issue 12 item 4: records the writer had read before their slot was reused, then
+    stored, are not overflow. Every view (API, health details, metrics, status figures) says
+    the same exact loss count."""
+    client = app_for(rig.name)
+    rig.publish(800)
+    batch = rig.c.read(800)  # the writer holds a copy ...
+    rig.publish(700)  # ... while 500 of their slots are reused before the commit
+    rig.c.commit(batch)
+    record_losses(rig.c)
+    rig.commit(700)
+    body = client.get("/api/buffer/status").get_json()
+    assert body["overwritten_before_commit"] == 500  # the producer's at-risk figure
+    assert body["overflow_count"] == body["lost"] == 0 and body["overflow_rate_pct"] == 0.0
+    rig.publish(1300)  # now 300 are really dropped (the writer reads after the overwrite)
+    rig.commit(1300)
+    views = {
+        "buffer/status": client.get("/api/buffer/status").get_json()["overflow_count"],
+        "buffer/metrics": client.get("/api/buffer/metrics").get_json()["buffer"]["overflow_count"],
+        "health": client.get("/api/buffer/health").get_json()["details"]["lost"],
+        "status": client.get("/api/status").get_json()["figures"]["buffer"]["overflow_count"],
+    }
+    assert set(views.values()) == {300}, views
+    status = client.get("/api/status").get_json()["figures"]["buffer"]
+    assert status["overflowed_last_hour"] == 300 and status["published_last_hour"] == 2800
+    assert status["overflow_rate_pct"] == pytest.approx(100 * 300 / 2800, abs=0.001)
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert "tagpipe_ring_lost_records_total 300.0" in metrics
+    assert "tagpipe_ring_overflow_ratio_1h 0.10714\n" in metrics  # 10.714 % (3 decimals)
 
 
 def test_writer_metrics_roll_up_the_ten_second_buckets(rig, app_for):

@@ -46,6 +46,7 @@ def web(ring_name, tmp_path):
         yield proc, f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+        proc.communicate(timeout=10)  # drain and close the pipes
 
 
 def test_served_process_answers_before_and_after_the_ring_exists(web, ring_name):
@@ -82,15 +83,34 @@ def test_served_process_answers_before_and_after_the_ring_exists(web, ring_name)
 def test_bad_setting_exits_2_with_one_line(ring_name, tmp_path):
     proc = spawn(["-m", "web"], cwd=tmp_path, RING_NAME=ring_name, WEB_PORT="eighty")
     try:
-        assert proc.wait(30) == 2
-        lines = proc.stderr.read().strip().splitlines()
+        _, err = proc.communicate(timeout=30)  # communicate() also closes the pipes
+        assert proc.returncode == 2
+        lines = err.strip().splitlines()
         assert len(lines) == 1 and "WEB_PORT" in lines[0] and "eighty" in lines[0]
     finally:
         stop(proc)
     proc = spawn(["-m", "web"], cwd=tmp_path, RING_NAME=ring_name, WEB_LANG="fr")
     try:
-        assert proc.wait(30) == 2
-        assert "WEB_LANG" in proc.stderr.read()
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 2 and "WEB_LANG" in err
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("host, caught_by", [("999.1.1.1", "settings"), ("no-such-host.invalid", "waitress")])
+def test_a_web_host_that_is_no_address_exits_2_with_one_line_and_no_traceback(ring_name, tmp_path, host, caught_by):
+    """Issue 12 item 7: a mistyped address is refused by the settings check; a well-formed
+    name that does not resolve makes waitress raise ValueError, caught as a bad setting (exit 2,
+    which systemd's RestartPreventExitStatus= and the supervisor do not restart)."""
+    proc = spawn(["-m", "web"], cwd=tmp_path, RING_NAME=ring_name, WEB_PORT=str(free_port()), WEB_HOST=host)
+    try:
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 2, err
+        bad = [line for line in err.splitlines() if "bad setting WEB_HOST" in line]
+        assert len(bad) == 1 and repr(host) in bad[0], err
+        assert "Traceback" not in err and "ERROR" not in err.replace(bad[0], "")
+        if caught_by == "settings":
+            assert len(err.strip().splitlines()) == 1  # before logging starts: the only line
     finally:
         stop(proc)
 
@@ -132,6 +152,7 @@ def test_tells_systemd_ready_pings_the_watchdog_and_says_stopping(ring_name, tmp
         assert proc.wait(20) == 0
     finally:
         stop(proc)
+        proc.communicate(timeout=10)  # drain and close the pipes
         sock.close()
 
 

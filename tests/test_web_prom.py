@@ -46,9 +46,9 @@ def test_metrics_carry_the_ring_and_writer_counters(ring_name, app_for):  # noqa
         assert one(m, "tagpipe_ring_used_records") == 700
         assert one(m, "tagpipe_ring_utilization_ratio") == pytest.approx(0.7)
         assert one(m, "tagpipe_ring_published_records_total") == 1200
-        assert one(m, "tagpipe_ring_overwritten_records_total") == 200
+        assert one(m, "tagpipe_ring_overwritten_records_total") == 200  # at risk (before commit)
         assert one(m, "tagpipe_ring_lost_records_total") == 200  # read after the overwrite: lost
-        assert one(m, "tagpipe_ring_overflow_ratio_1h") == pytest.approx(200 / 1200, abs=1e-4)
+        assert one(m, "tagpipe_ring_overflow_ratio_1h") == pytest.approx(200 / 1200, abs=1e-4)  # lost / published
         assert one(m, "tagpipe_writer_rows_total", outcome="quarantined") == 7
         assert one(m, "tagpipe_writer_rows_total", outcome="replayed") == 1234
         assert one(m, "tagpipe_backup_files_pending") == 2

@@ -208,3 +208,28 @@ def test_records_leave_the_ring_in_one_place():
                             and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "consumer"):
                         callers.append(f"{path.name}:{fn.name}")
     assert callers == ["loop.py:_durable"], callers
+
+
+def test_writer_buckets_the_losses_it_finds_so_the_overflow_rate_is_the_exact_loss(ring_name, tmp_path):
+    """Issue 12 item 4: 1,500 records into a 1,000 ring before any writer: the real writer
+    finds 500 lost and puts them in this minute's loss bucket (overflow = records dropped)."""
+    from pipeline.common.telemetry import SCHEMA, buffer_status
+    from shm import Observer
+
+    prod = start_producer(ring_name, tmp_path, count=1500, capacity=1000, batch=100)
+    writer = None
+    try:
+        assert producer_done(prod) == 1500
+        writer = start_writer(ring_name, tmp_path)
+        wait_until(lambda: ring_value(ring_name, "consumer.committed") == 1500, 30, "the writer committed past everything")
+        wait_until(lambda: ring_value(ring_name, "writer.lost_bucketed") == 500, 10, "losses bucketed")
+        with Observer(ring_name, telemetry=SCHEMA) as obs:
+            b = buffer_status(obs.snapshot())
+        assert b.overflow_count == b.lost == b.overflowed_last_hour == 500
+        assert abs(b.overflow_rate_pct - 100 * 500 / 1500) < 0.01
+        assert db_counts(db_path(tmp_path))[0] == 1000
+        rc, err = finish(writer)
+        assert rc == 0, err
+    finally:
+        halt(writer)
+        halt(prod)

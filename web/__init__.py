@@ -48,12 +48,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sampler = Sampler(monitor, interval).start() if interval > 0 else None
     app.extensions[EXTENSION] = _Runtime(monitor, sampler, settings)
 
-    from . import api, page, prom
+    from . import api, page, prom, query
 
     app.register_blueprint(api.bp)
     app.register_blueprint(prom.make_blueprint(monitor))
     app.register_blueprint(page.bp)
     api.install_error_handlers(app)
+    query.install(app, api.wants_json)
 
     @app.after_request
     def _headers(resp):

@@ -15,16 +15,51 @@ restarts it. The history sampler has its own thread, independent of the server l
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import threading
 
 from pipeline.common import exitcodes, sdnotify
+from pipeline.common.errors import ConfigError
 from pipeline.common.httpprobe import answers
 from pipeline.common.process import StopSignals, start_process
 
 THREADS = 4  # request worker threads (each request takes well under 10 ms)
 PROBE_TIMEOUT_S = 5.0
 STATUS_EVERY_S = 1.0  # how often systemd's STATUS= line is brought up to date
+MAX_REQUEST_HEADER_BYTES = 16 * 1024  # our requests are short GETs; waitress's default is 256 KiB
+SPARE_FDS = 64  # files besides client connections: the ring, logs, the listening sockets
+
+
+def server_options(settings) -> dict:
+    """waitress ``create_server`` options: limits and timeouts so slow or stuck clients
+    cannot starve operators. waitress stops accepting while ``connection_limit`` channels
+    are open; an idle channel (a request half sent, or a kept-alive connection with nothing
+    more) is closed after ``channel_timeout``, checked every ``cleanup_interval`` seconds."""
+    return dict(
+        threads=THREADS,
+        ident="tagpipe",
+        connection_limit=settings.web_connection_limit,
+        channel_timeout=settings.web_client_timeout_s,
+        cleanup_interval=max(1.0, min(5.0, settings.web_client_timeout_s / 4)),
+        max_request_header_size=MAX_REQUEST_HEADER_BYTES,
+    )
+
+
+def ensure_file_limit(connections: int, log) -> None:
+    """Raise the soft open-files limit so ``connections`` client sockets fit (up to the
+    hard limit); a warning when even the hard limit is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + SPARE_FDS
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            new = soft
+        if new < want:
+            log.warning("open-files limit %d is below WEB_CONNECTION_LIMIT %d + %d: connections beyond it are refused",
+                        new, connections, SPARE_FDS)
 
 
 class StopServing(SystemExit):
@@ -85,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app({"SETTINGS": settings})
     rt = runtime(app)
+    ensure_file_limit(settings.web_connection_limit, log)
     try:
-        server = create_server(app, host=settings.web_host, port=settings.web_port, threads=THREADS, ident="tagpipe")
+        server = create_server(app, host=settings.web_host, port=settings.web_port, **server_options(settings))
+    except ValueError:  # waitress: the host does not resolve to an address (e.g. a mistyped name)
+        err = ConfigError("WEB_HOST", settings.web_host, "does not resolve to an address to listen on")
+        print(f"tagpipe web: {err}", file=sys.stderr)
+        rt.close()
+        return exitcodes.CONFIG
     except OSError as e:
         log.error("cannot listen on %s:%d: %s (is another web process running? set WEB_PORT)", settings.web_host, settings.web_port, e)
         rt.close()

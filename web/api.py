@@ -14,12 +14,11 @@ from werkzeug.exceptions import HTTPException
 
 from pipeline.common.telemetry import to_json
 
-from . import runtime
+from . import query, runtime
 
 log = logging.getLogger("tagpipe.web.api")
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-HISTORY_DEFAULT_S = 300
 
 
 def _view():
@@ -143,14 +142,11 @@ def buffer_metrics():
 def status():
     """Everything the status page shows, in one answer (always 200: the page reads ``health``).
 
-    Query ``seconds`` (10..WEB_HISTORY_S, default 300): how much chart history to include.
+    Query ``seconds`` (a number from 10 to 3600, default 300; checked in ``web.query``):
+    how much chart history to include, at most the WEB_HISTORY_S the process keeps.
     """
     rt = runtime(current_app)
-    try:
-        seconds = float(request.args.get("seconds", HISTORY_DEFAULT_S))
-    except ValueError:
-        seconds = HISTORY_DEFAULT_S
-    seconds = min(max(seconds, 10.0), float(rt.settings.web_history_s))
+    seconds = min(float(query.value("seconds")), float(rt.settings.web_history_s))
     view = rt.monitor.read()
     t = rt.monitor.thresholds
     return jsonify(
@@ -173,7 +169,7 @@ def status():
     )
 
 
-def _wants_json() -> bool:
+def wants_json() -> bool:
     return request.path.startswith("/api/") or request.path == "/api"
 
 
@@ -182,7 +178,7 @@ def install_error_handlers(app) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):
-        if _wants_json():
+        if wants_json():
             resp = jsonify({"error": e.name, "status": e.code, "message": e.description})
             resp.status_code = e.code or 500
             if e.code == 405 and getattr(e, "valid_methods", None):
@@ -193,6 +189,6 @@ def install_error_handlers(app) -> None:
     @app.errorhandler(Exception)
     def _unexpected(e: Exception):
         log.exception("unexpected error answering %s %s", request.method, request.path)
-        if _wants_json():
+        if wants_json():
             return jsonify({"error": "Internal Server Error", "status": 500, "message": "see the web process log"}), 500
         return "Internal Server Error (see the web process log)\n", 500, {"Content-Type": "text/plain; charset=utf-8"}

@@ -50,7 +50,7 @@ SOURCE_KIND_NAMES = {code: name for name, code in SOURCE_KIND.items()}
 ERR_NONE, ERR_TRANSIENT, ERR_PERMANENT, ERR_DISK_FULL, ERR_QUARANTINE = 0, 1, 2, 3, 4
 
 # --- the schema ----------------------------------------------------------------------------
-HOUR_BUCKETS = 60  # one per minute: records published / overwritten
+HOUR_BUCKETS = 60  # one per minute: records published / overwritten (producer), lost (consumer)
 HOUR_BUCKET_S = 60
 WRITER_BUCKETS = 30  # one per 10 s: the writer's 5-minute rolling metrics
 WRITER_BUCKET_S = 10
@@ -109,7 +109,10 @@ SCHEMA = TelemetrySchema(
         ("writer.corrupt_lines", "u64", "unreadable backup-file lines sent to quarantine (total; also in rows_quarantined)"),
         ("writer.stuck_call", "u64", "STUCK_CALL code of the database call not answering (0: none)"),
         ("writer.stuck_since_us", "i64", "when that call started (0: none)"),
+        ("writer.lost_bucketed", "u64", "consumer.lost already added to the loss minute buckets"),
     ]),
+    Table("loss_hour", "consumer", HOUR_BUCKETS, ("minute", "lost"),
+          doc="bucket minute % 60: records found lost (consumer.lost grew) in that minute"),
     Table("writer_buckets", "consumer", WRITER_BUCKETS,
           ("index", "batches_ok", "batches_failed", "items", "latency_us_sum", "latency_us_max"),
           doc="bucket index % 30 of floor(time_s / 10): the writer's batch writes in those 10 s"),
@@ -119,6 +122,7 @@ SCHEMA = TelemetrySchema(
 
 
 assert SCHEMA.tables["hour"][1].columns == ("minute", "published", "overwritten")  # _HourWindow's cells
+assert SCHEMA.tables["loss_hour"][1].columns == ("minute", "lost")  # record_losses' cells
 
 
 # --- recorders: the processes' side ---------------------------------------------------------
@@ -153,6 +157,28 @@ class _HourWindow:
         v[i + 1] += published
         if overwritten:
             v[i + 2] += overwritten
+
+
+def record_losses(consumer: Consumer, t_us: int | None = None) -> int:
+    """Add what ``consumer.lost`` grew by since the last call to this minute's loss bucket.
+
+    Called right after every ``Consumer.commit`` (the commit is where losses are counted).
+    The total already bucketed lives in the ring (``writer.lost_bucketed``), so losses
+    counted by a writer that died before bucketing them are bucketed by its successor;
+    a new ring starts both at zero. Returns the records added (0 when none).
+    """
+    total = int(consumer.get("consumer.lost"))
+    done = int(consumer.get("writer.lost_bucketed"))
+    if total <= done:
+        return 0
+    minute = (now_us() if t_us is None else t_us) // (HOUR_BUCKET_S * US)
+    row = consumer.row("loss_hour", minute % HOUR_BUCKETS)
+    if row.get("minute") != minute:  # a new minute reuses the bucket of an hour ago
+        row.set("lost", 0)
+        row.set("minute", minute)
+    row.add("lost", total - done)
+    consumer.set("writer.lost_bucketed", total)
+    return total - done
 
 
 def encode_code(text: str) -> tuple[int, int]:
@@ -313,9 +339,16 @@ _FROZEN = dict(frozen=True, slots=True)
 class Buffer:
     """The seed's buffer figures plus the raw counters they come from.
 
-    ``overflow_count`` is the producer's count of records overwritten before they were
-    committed (the seed's overflow); ``lost`` is the consumer's exact count of records it
-    never got to read (a subset). ``overflowing_now``: overwritten this minute or the last.
+    The seed's overflow means records dropped, so ``overflow_count`` is the exact loss
+    count (``lost``, the consumer's count of records overwritten before it read them) and
+    ``overflow_rate_pct`` is records lost / records published over the last hour, from the
+    consumer's loss buckets and the producer's publish buckets. Losses are counted when the
+    writer commits past them, so while no writer runs they show up when one attaches.
+
+    ``overwritten_before_commit`` (and ``overwritten_last_hour``) is the producer's count
+    of slots reused before their records were committed: records at risk, which include
+    records the writer had already read and then stored (not lost). ``overflowing_now``:
+    slots were reused before commit this minute or the last (the early sign of a loss).
     """
 
     current_size: int
@@ -329,6 +362,8 @@ class Buffer:
     padding: int
     published_last_hour: int
     overflowed_last_hour: int
+    overwritten_before_commit: int
+    overwritten_last_hour: int
     alert_active: bool
     alerts: int
     epoch: int
@@ -514,7 +549,8 @@ def _round(x: float | None, nd: int = 3) -> float | None:
 
 
 def overflow_window(snap, minutes: int = HOUR_BUCKETS) -> tuple[int, int]:
-    """(published, overwritten) over the last ``minutes`` minute buckets, current one included."""
+    """(published, overwritten before commit) over the last ``minutes`` minute buckets,
+    current one included."""
     now_min = snap.taken_us // (HOUR_BUCKET_S * US)
     pub = over = 0
     for minute, p, o in snap.tables["hour"]:
@@ -524,25 +560,36 @@ def overflow_window(snap, minutes: int = HOUR_BUCKETS) -> tuple[int, int]:
     return pub, over
 
 
+def loss_window(snap, minutes: int = HOUR_BUCKETS) -> int:
+    """Records found lost over the last ``minutes`` minute buckets, current one included."""
+    now_min = snap.taken_us // (HOUR_BUCKET_S * US)
+    return sum(int(n) for minute, n in snap.tables["loss_hour"] if minute and now_min - minutes < minute <= now_min)
+
+
 def buffer_status(snap) -> Buffer:
     f = snap.fields
     cap = int(f["capacity"])
     published, committed = int(f["producer.published"]), int(f["consumer.committed"])
     used = max(0, min(published - committed, cap))
     hour_pub, hour_over = overflow_window(snap)
+    hour_lost = loss_window(snap)
     now_min = snap.taken_us // (HOUR_BUCKET_S * US)
+    lost = int(f["consumer.lost"])
     return Buffer(
         current_size=used,
         max_size=cap,
         utilization_pct=round(100.0 * used / cap, 2) if cap else 0.0,
-        overflow_count=int(f["producer.overwritten"]),
-        overflow_rate_pct=round(100.0 * hour_over / hour_pub, 3) if hour_pub else 0.0,
+        overflow_count=lost,
+        # Losses found this hour may stem from records published before it: capped at 100 %.
+        overflow_rate_pct=min(100.0, round(100.0 * hour_lost / hour_pub, 3)) if hour_pub else (100.0 if hour_lost else 0.0),
         published=published,
         committed=committed,
-        lost=int(f["consumer.lost"]),
+        lost=lost,
         padding=int(f["producer.padding"]),
         published_last_hour=hour_pub,
-        overflowed_last_hour=hour_over,
+        overflowed_last_hour=hour_lost,
+        overwritten_before_commit=int(f["producer.overwritten"]),
+        overwritten_last_hour=hour_over,
         alert_active=bool(f["producer.alert_active"]),
         alerts=int(f["producer.alerts"]),
         epoch=int(f["epoch"]),
@@ -810,7 +857,10 @@ class HealthEvaluator:
         if not poller.running:
             checks.append(Check("poller_down", UNHEALTHY, f"no new values: {poller.reason}"))
         loss_age = lag.last_loss_age_s
-        recent_loss = (loss_age is not None and loss_age < t.loss_hold_s) or buf.overflowing_now
+        # A loss counted by the writer lately, or slots reused before commit now while no
+        # writer runs (nobody holds a copy: certainly lost, counted once a writer attaches).
+        # Slots reused while the writer runs may hold records it has already read: not a loss.
+        recent_loss = (loss_age is not None and loss_age < t.loss_hold_s) or (buf.overflowing_now and not writer.running)
         if self._latch("values_lost", recent_loss, not recent_loss):
             checks.append(Check("values_lost", UNHEALTHY, "values lost: the ring overflowed (writer too slow or down)"))
         if wr.disk_state == "full":

@@ -17,6 +17,8 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.common.settings import mask_credentials
+
 # Security policies offered (asyncua 2.x implements all four); the deprecated Basic128Rsa15
 # and Basic256 are left out on purpose: plants must not be pushed onto them.
 POLICIES = ("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
@@ -78,7 +80,9 @@ def plc_options(loader: Any, t: dict, where: str) -> OpcUaOptions:
     """Validate the OPC UA keys of one PLC table. Raises TagsFileError through ``loader.fail``."""
     endpoint = loader.text(t, "endpoint", where)
     if not re.fullmatch(r"opc\.tcp://[^\s/:]+(:\d{1,5})?(/\S*)?", endpoint):
-        loader.fail(f"{where}.endpoint", endpoint, "must be an opc.tcp://host:port/path address")
+        # shown masked: an endpoint written opc.tcp://user:password@host carries a password
+        loader.fail(f"{where}.endpoint", mask_credentials(endpoint),
+                    "must be an opc.tcp://host:port/path address (credentials go in username and password_env)")
     policy = loader.text(t, "security_policy", where, "None", POLICIES)
     mode = loader.text(t, "security_mode", where, "SignAndEncrypt", MODES)
     cert = loader.text(t, "certificate", where, "")

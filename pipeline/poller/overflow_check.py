@@ -2,9 +2,11 @@
 
 On a scratch ring of ``--buffer-size`` records with no writer attached, publish
 ``buffer-size + overflow-count`` records, print the ring's statistics (as the monitoring
-API computes them, ``pipeline.common.telemetry.buffer_status``) and check them: the ring is full, exactly
-``overflow-count`` records were dropped (oldest first), and the overflow rate is
-``overflow / (size + overflow)`` (33.3 % for the seed's figures). The scratch ring is
+API computes them, ``pipeline.common.telemetry.buffer_status``) and check them: the ring is full;
+a writer attaching then gets the newest ``buffer-size`` records and, once it commits, exactly
+``overflow-count`` records are counted dropped (oldest first: the overflow count is the exact
+loss count) and the overflow rate is ``overflow / (size + overflow)`` (33.3 % for the seed's
+figures). The scratch ring is
 deleted afterwards, whatever happens. Exit 0 when the figures match, 6 when not.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from pipeline.common import exitcodes
 from pipeline.common.process import start_process
-from pipeline.common.telemetry import SCHEMA, buffer_status, open_consumer, open_producer
+from pipeline.common.telemetry import SCHEMA, buffer_status, open_consumer, open_producer, record_losses
 from shm import RECORD_DTYPE, Observer, delete_ring
 from shm.layout import MAX_CAPACITY, MIN_CAPACITY, QUALITY_GOOD
 
@@ -58,28 +60,35 @@ def run(args: argparse.Namespace) -> int:
         for off in range(0, total, args.batch):
             producer.publish(recs[off : off + args.batch].copy())
         with Observer(ring, telemetry=SCHEMA) as obs:
-            st = buffer_status(obs.snapshot())
-        # What a writer attaching now would get: the newest buffer-size records, oldest
-        # dropped first, counted as lost.
+            full = buffer_status(obs.snapshot())
+        # What a writer attaching now gets: the newest buffer-size records, the oldest
+        # dropped first. It commits them as the writer does (Writer._durable), which is
+        # where the dropped ones are counted lost; the overflow figures are then read.
         consumer = open_consumer(ring, wait=False)
         try:
             batch = consumer.read(total)
+            consumer.commit(batch)
+            record_losses(consumer)
         finally:
             consumer.close()
+        with Observer(ring, telemetry=SCHEMA) as obs:
+            st = buffer_status(obs.snapshot())
     finally:
         producer.close()
         delete_ring(ring, force=True)
     expected_rate = 100.0 * args.overflow_count / total if total else 0.0
     print(f"overflow check: published {total} records into a ring of {args.buffer_size} with no writer")
-    print(f"  current size       {st.current_size}")
-    print(f"  max size           {st.max_size}")
-    print(f"  utilization        {st.utilization_pct:.1f} %")
-    print(f"  overflow count     {st.overflow_count}")
+    print(f"  current size       {full.current_size}")
+    print(f"  max size           {full.max_size}")
+    print(f"  utilization        {full.utilization_pct:.1f} %")
+    print(f"  overflow count     {st.overflow_count}  (records dropped: the exact loss count)")
     print(f"  overflow rate      {st.overflow_rate_pct:.1f} %  (expected {expected_rate:.1f} %)")
     print(f"  a writer would get {len(batch)} records (values {_span(batch.records)}), {batch.lost} lost")
     problems = []
-    if st.current_size != min(args.buffer_size, total):
-        problems.append(f"current size {st.current_size} != {min(args.buffer_size, total)}")
+    if full.current_size != min(args.buffer_size, total):
+        problems.append(f"current size {full.current_size} != {min(args.buffer_size, total)}")
+    if st.lost != st.overflow_count:
+        problems.append(f"overflow count {st.overflow_count} != lost {st.lost}")
     if st.overflow_count != args.overflow_count:
         problems.append(f"overflow count {st.overflow_count} != {args.overflow_count}")
     if abs(st.overflow_rate_pct - expected_rate) > 0.05:

@@ -33,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.common import sdnotify
+from pipeline.common.telemetry import record_losses
 from shm.ring import Consumer, ReadBatch, now_us
 
 from . import disk as D
@@ -330,6 +331,7 @@ class Writer:
         """
         if batch is not None:
             self.consumer.commit(batch)
+            record_losses(self.consumer)  # the commit is where losses are counted: bucket them by minute
         if how in (DB, REPLAY):
             self.metrics.committed(rows, res.written, res.duplicates, lat_us)
         if how == REPLAY:

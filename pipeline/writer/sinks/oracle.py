@@ -86,7 +86,7 @@ class OracleSink:
 
     def describe(self) -> str:
         """Who and where, for logs (never the password)."""
-        return f"{self.cfg.oracle_username}@{self.cfg.dsn} table {self.cfg.oracle_table}"
+        return f"{self.cfg.oracle_username}@{self.cfg.shown_dsn} table {self.cfg.oracle_table}"
 
     # --- pool ---
     def open(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import oracledb
 
-from pipeline.common.settings import Settings, as_dict
+from pipeline.common.settings import Settings, as_dict, credentials_in, mask_credentials
 
 from ..oracle_errors import classify, full_code
 from .base import PermanentSinkError, TransientSinkError
@@ -48,8 +48,14 @@ class OracleConfig(Settings):
         return self.oracle_dsn or f"{self.oracle_host}:{self.oracle_port}/{self.oracle_service_name}"
 
     @property
+    def shown_dsn(self) -> str:
+        """``dsn`` as logs and errors show it: a password inside it masked."""
+        return mask_credentials(self.dsn)
+
+    @property
     def secrets(self) -> tuple[str, ...]:
-        return (self.oracle_password, self.oracle_wallet_password)
+        """What is scrubbed from driver errors: the passwords, including one inside the DSN."""
+        return tuple(x for x in (self.oracle_password, self.oracle_wallet_password, *credentials_in(self.dsn)) if x)
 
     @property
     def lock_wait_s(self) -> int:
@@ -57,7 +63,7 @@ class OracleConfig(Settings):
         return max(1, min(30, self.oracle_call_timeout_ms // 3000))
 
     def __repr__(self) -> str:  # never show the passwords
-        return f"OracleConfig(user={self.oracle_username!r}, dsn={self.dsn!r}, table={self.oracle_table!r}, cursor_table={self.oracle_cursor_table!r})"
+        return f"OracleConfig(user={self.oracle_username!r}, dsn={self.shown_dsn!r}, table={self.oracle_table!r}, cursor_table={self.oracle_cursor_table!r})"
 
 
 class PoolKeeper:
@@ -163,7 +169,7 @@ class PoolKeeper:
         except oracledb.Error as exc:
             if full_code(exc) == "DPY-4005" and pool.busy == 0:
                 self._note_stall(pool)
-            raise classify(exc, f"cannot connect as {self.cfg.oracle_username} to {self.cfg.dsn}", self.cfg.secrets) from None
+            raise classify(exc, f"cannot connect as {self.cfg.oracle_username} to {self.cfg.shown_dsn}", self.cfg.secrets) from None
         self._stalled_since = None
         return conn
 
