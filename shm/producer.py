@@ -40,6 +40,7 @@ from .header import (
     W_VERSION,
     _W,
     _copy_in,
+    take_segment_role,
     _Endpoint,
     _Header,
     now_us,
@@ -125,6 +126,13 @@ class Producer(_Endpoint):
             # Empty file: a creator died before sizing it (we hold the producer lock).
             S.unlink_segment(name)
             return _create(name, capacity, schema), [f"replaced half-created ring {name!r}"]
+        try:
+            # Before anything is decided about this segment: a producer whose lock file
+            # was deleted may still be running on it.
+            take_segment_role(shm, name, "producer")
+        except BaseException:
+            shm.close()
+            raise
         size_ok = shm.size >= L.HEADER_BYTES
         h = _Header(shm.buf, None)
         magic = h.u[W_MAGIC] if size_ok else 0
@@ -319,6 +327,11 @@ def _create(name: str, capacity: int, schema: TelemetrySchema | None = None):
             f"a ring of {capacity} records needs {size} bytes of shared memory; {S.SHM_DIR} has {free} free"
         )
     shm = S.create_segment(name, size)
+    try:
+        take_segment_role(shm, name, "producer")  # a new file: nobody else can hold it yet
+    except BaseException:
+        shm.close()
+        raise
     h = _Header(shm.buf, "creator")
     u = h.u
     u[W_RECSIZE] = L.RECORD_SIZE
