@@ -12,6 +12,9 @@ modules would hand them its state). Each child:
   was measured here to wedge (a child SIGKILLed while holding its queue's lock stopped
   every other child's lines for good, after 1 to 45 kills): see README "operations".
 
+One supervisor per ring: before any child starts, the supervisor lock of the ring
+(``pipeline.instance``) is taken; a second supervisor exits 4 at once, starting nothing.
+
 Restart policy: a child that dies unasked is restarted with backoff (1 s doubling to 30 s,
 reset once it has run 30 s) while the others keep running. A child that hangs is treated
 like one that died (gunicorn's arbiter does the same with stale workers): the poller and
@@ -40,6 +43,7 @@ from multiprocessing.connection import wait as wait_sentinels
 
 from .common import exitcodes, sdnotify
 from .heartbeats import WEB, Heartbeats, WebProbe
+from .instance import InstanceLock, InstanceTaken
 from .common.errors import ConfigError
 from .common.logs import log_settings, setup_logging
 from .common.process import StopSignals
@@ -431,6 +435,23 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             print(f"tagpipe: {problem}", file=sys.stderr)
             return exitcodes.CONFIG
+    # One supervisor per ring, decided before any child exists (see pipeline.instance).
+    lock = InstanceLock(settings.ring_name)
+    try:
+        lock.acquire()
+    except InstanceTaken as e:
+        print(f"tagpipe: {e}", file=sys.stderr)
+        return exitcodes.ROLE_TAKEN
+    except ConfigError as e:
+        print(f"tagpipe: {e}", file=sys.stderr)
+        return exitcodes.CONFIG
+    try:
+        return _run_locked(args, settings)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, settings) -> int:
     log = setup_logging("supervisor", settings.log_level)
     log_settings(log, settings)
     poller_argv: tuple[str, ...] = ()
