@@ -79,6 +79,8 @@ LABELS: dict[str, dict[str, str]] = {
         "check.replaying": "Catching up: replaying backup files",
         "check.database_unknown": "Database state not reported yet",
         "check.backups_pending": "Backup files waiting for replay",
+        "check.writer_crash_loop": "Writer keeps restarting (crash loop)",
+        "check.poller_crash_loop": "Poller keeps restarting (crash loop)",
     },
     "ko": {
         "title": "tagpipe 상태",
@@ -149,6 +151,8 @@ LABELS: dict[str, dict[str, str]] = {
         "check.replaying": "복구 중: 백업 파일 재전송",
         "check.database_unknown": "데이터베이스 상태 미보고",
         "check.backups_pending": "재전송 대기 중인 백업 파일",
+        "check.writer_crash_loop": "DB 기록기가 반복해서 재시작됨",
+        "check.poller_crash_loop": "수집기가 반복해서 재시작됨",
     },
 }
 
