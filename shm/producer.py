@@ -48,6 +48,9 @@ from .header import (
 
 log = logging.getLogger("tagpipe.shm")
 
+# Test-only: see Producer._install_test_stall. Never set in a deployment.
+TEST_PUBLISH_STALL_ENV = "TAGPIPE_TEST_PUBLISH_STALL"
+
 # The one-record path packs straight into the slot; same bytes as RECORD_DTYPE.
 _RECORD_STRUCT = struct.Struct("<Qqd16s16sBB6x")
 assert _RECORD_STRUCT.size == L.RECORD_SIZE
@@ -82,6 +85,9 @@ class Producer(_Endpoint):
         self._pack = _RECORD_STRUCT.pack_into
         self._published = int(self.h.u[W_PUBLISHED])
         self._fill_hole()
+        stall = os.environ.get(TEST_PUBLISH_STALL_ENV)
+        if stall:
+            self._install_test_stall(stall)
         self.h.u[_W["producer.pid"]] = os.getpid()
         self.h.add("producer.starts", 1)
         self.h.set("producer.state", 1)
@@ -207,6 +213,30 @@ class Producer(_Endpoint):
         self._published = claim
         self.h.add("producer.padding", n)
         self.notes.append(f"filled a hole of {n} records left by a producer that died mid-publish")
+
+    def _install_test_stall(self, spec: str) -> None:
+        """Test hook (``TAGPIPE_TEST_PUBLISH_STALL="p,seconds"``, set only by the ring's chaos
+        tests): with probability ``p`` a ``publish`` writes half of a chunk, sleeps
+        ``seconds`` with the chunk claimed but not published, then writes the rest, so a
+        SIGKILL can be aimed between claim and publish. Installed as an instance attribute:
+        without the variable, ``publish`` runs the plain ``_write`` and costs nothing more.
+        Raises ValueError for a malformed value."""
+        p_text, _, s_text = spec.partition(",")
+        chance, seconds = float(p_text), float(s_text)
+        if not (0.0 <= chance <= 1.0 and 0.0 <= seconds <= 10.0):
+            raise ValueError(f"{TEST_PUBLISH_STALL_ENV}={spec!r}: want 'p,seconds' with 0 <= p <= 1, 0 <= seconds <= 10")
+        plain = self._write
+        rnd = secrets.SystemRandom()
+
+        def stalling_write(recs: np.ndarray, start: int) -> None:
+            if len(recs) < 2 or rnd.random() >= chance:
+                return plain(recs, start)
+            half = len(recs) // 2
+            plain(recs[:half], start)
+            time.sleep(seconds)  # claimed, half written, not published: the window
+            plain(recs[half:], start + half)
+
+        self._write = stalling_write  # type: ignore[method-assign]
 
     def _write(self, recs: np.ndarray, start: int) -> None:
         n = len(recs)
