@@ -14,6 +14,9 @@ modules would hand them its state). Each child:
 
 One supervisor per ring: before any child starts, the supervisor lock of the ring
 (``pipeline.instance``) is taken; a second supervisor exits 4 at once, starting nothing.
+Then it waits (up to SHUTDOWN_TIMEOUT + 5 s) for the ring's roles to be free: the children
+of a killed supervisor may still be stopping; a poller or writer that stays (its own unit)
+makes it exit 4, again before starting anything.
 
 Restart policy: a child that dies unasked is restarted with backoff (1 s doubling to 30 s,
 reset once it has run 30 s) while the others keep running. The writer's wait is also
@@ -484,9 +487,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"tagpipe: {e}", file=sys.stderr)
         return exitcodes.CONFIG
     try:
+        busy = _wait_for_free_roles(settings.ring_name, settings.shutdown_timeout_s + EXTRA_STOP_S)
+        if busy:
+            print(f"tagpipe: {busy}", file=sys.stderr)
+            return exitcodes.ROLE_TAKEN
         return _run_locked(args, settings)
     finally:
         lock.release()
+
+
+def _wait_for_free_roles(ring: str, wait_s: float, step_s: float = 0.1) -> str | None:
+    """Wait (at most ``wait_s``) until no process holds the ring's producer or consumer role.
+
+    Taken before any child starts: the children of a supervisor that was killed are still
+    stopping in order for up to SHUTDOWN_TIMEOUT (they hold the roles meanwhile), and a
+    poller or writer run as its own unit holds them for good. Starting our children anyway
+    would let some of them win and others exit 4, the half-run this lock exists to prevent.
+    Returns None when the roles are free, else the one-line refusal naming the holders.
+    """
+    from shm import Observer, RingError
+    from shm.segment import role_alive
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        held = [role for role in ("producer", "consumer") if role_alive(ring, role)]
+        if not held:
+            return None
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(step_s)
+    pids: dict[str, int] = {}
+    try:
+        with Observer(ring) as obs:
+            f = obs.snapshot().fields
+            pids = {role: int(f[f"{role}.pid"]) for role in held}
+    except (RingError, OSError, ValueError):
+        pass
+    who = ", ".join(f"{'poller' if r == 'producer' else 'writer'} (pid {pids.get(r) or 'unknown'})" for r in held)
+    return (f"ring {ring!r} is still used by a {who} not started by this supervisor"
+            f" (waited {wait_s:.0f} s); stop it first")
 
 
 def _run_locked(args: argparse.Namespace, settings) -> int:

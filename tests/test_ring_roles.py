@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from shm import Consumer, Producer, RoleTaken
+from shm import Consumer, Producer, RingError, RoleTaken, delete_ring
 from shm import segment as S
 from tests.conftest import run, spawn, stop
 from tests.ring_helpers.proc import Role
@@ -41,8 +41,11 @@ def test_second_poller_and_writer_refused_after_their_lock_files_are_deleted(rin
         assert f"ring {ring_name!r} already has a consumer (pid {writer.pid})" in _first_line(second_writer.stderr)
         assert "Traceback" not in second_writer.stderr
 
-        # The liveness probe (web, delete-ring) still sees both roles held.
+        # The liveness probe (web, delete-ring) still sees both roles held, so delete-ring
+        # without --force still refuses to pull the ring from under them.
         assert S.role_alive(ring_name, "producer") is True and S.role_alive(ring_name, "consumer") is True
+        with pytest.raises(RingError, match="still has a running producer"):
+            delete_ring(ring_name)
         # The first pair never stopped: still the roles' owners, still moving, and nothing
         # was delivered twice or published at a reused seq.
         f = ring_fields(ring_name)

@@ -82,3 +82,53 @@ def test_lock_is_freed_by_release_and_names_its_holder(ring_name):
         lock.release()
     assert holder_pid(ring_name) == 0
     InstanceLock(ring_name).acquire().release()
+
+
+def _lines_without_info(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip() and " INFO [" not in line]
+
+
+def test_supervisor_starts_nothing_while_a_foreign_poller_holds_the_ring(tmp_path, ring_name):
+    """A poller outside this supervisor (its own unit) keeps the producer role: the
+    supervisor waits SHUTDOWN_TIMEOUT + 5 s, then exits 4 with one line, no child started."""
+    from tests.ring_helpers.proc import Role
+
+    holder = Role("hold", ring_name, "--role", "producer", "--then", "hold")
+    try:
+        holder.event("holding")
+        sup = _start(tmp_path, ring_name, "a")
+        try:
+            err = sup.communicate(timeout=60)[1]
+        finally:
+            stop(sup)
+        assert sup.returncode == 4, err
+        lines = _lines_without_info(err)
+        assert len(lines) == 1, err
+        assert f"ring {ring_name!r} is still used by a poller (pid {holder.pid}) not started by this supervisor" in lines[0]
+        assert "started poller" not in err and "started writer" not in err
+    finally:
+        holder.stop()
+
+
+def test_supervisor_waits_for_the_children_of_a_killed_one_then_runs_whole(tmp_path, ring_name):
+    """The roles are freed while it waits (like the children of a SIGKILLed supervisor
+    finishing their orderly stop): it then starts its own children, which take both roles."""
+    from tests.ring_helpers.proc import Role
+
+    holder = Role("hold", ring_name, "--role", "producer", "--then", "hold")
+    sup = None
+    try:
+        holder.event("holding")
+        sup = _start(tmp_path, ring_name, "a")
+        time.sleep(1.5)
+        assert sup.poll() is None
+        holder.kill()
+        wait_until(lambda: _ppid(ring_value(ring_name, "producer.pid", 0)) == sup.pid, 60, "its own poller attached")
+        wait_until(lambda: _ppid(ring_value(ring_name, "consumer.pid", 0)) == sup.pid, 60, "its own writer attached")
+        sup.terminate()
+        assert sup.wait(30) == 0
+    finally:
+        holder.stop()
+        if sup is not None:
+            stop(sup)
+            sup.stderr.close()
