@@ -143,3 +143,18 @@ def test_fuzzed_tag_file_text_raises_only_tags_file_error(tmp_path, at, insert, 
         load_plant(path)
     except TagsFileError as e:
         assert "\n" not in str(e) and len(str(e)) < 1000
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "device"])
+def test_tag_file_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path, kind):
+    import os
+
+    if kind == "fifo":
+        path = tmp_path / "tags.toml"
+        os.mkfifo(path)  # opening it for reading would wait for a writer forever
+    elif kind == "folder":
+        path = tmp_path
+    else:
+        path = "/dev/zero"  # would never end
+    with pytest.raises(TagsFileError, match=r"cannot be read: .*not a regular file"):
+        load_plant(path)
