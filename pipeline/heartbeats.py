@@ -17,6 +17,7 @@ from shm import Observer, RingError
 from shm.ring import now_us
 
 from .common.httpprobe import answers
+from .common.telemetry import RateMeter, headroom_s
 
 WEB = "web"
 
@@ -54,6 +55,8 @@ class Heartbeats:
         self.ring_name = ring_name
         self.web = web
         self._observer: Observer | None = None
+        self._rate = RateMeter()
+        self._ring_words: tuple[int, int, int] | None = None  # capacity, published, committed
 
     def start(self) -> "Heartbeats":
         if self.web is not None:
@@ -90,6 +93,28 @@ class Heartbeats:
         if owner != pid or beat_us <= 0:
             return None
         return max(0.0, (now_us() - beat_us) / 1e6)
+
+    def sample_ring(self) -> None:
+        """Read the ring's counters once (call about once a second): feeds the input rate."""
+        ring = self._ring()
+        if ring is None:
+            self._ring_words = None
+            return
+        f = ring.snapshot().fields
+        self._ring_words = (int(f["capacity"]), int(f["producer.published"]), int(f["consumer.committed"]))
+        self._rate.add(time.monotonic(), self._ring_words[1])
+
+    def ring_rate(self) -> float | None:
+        """Records/s the poller published over the last samples (None: not known yet)."""
+        return self._rate.rate()
+
+    def ring_headroom_s(self) -> float | None:
+        """Seconds the ring can still take at the current input rate before it overwrites
+        records not yet written (``telemetry.headroom_s``); None when unknown (no ring, or
+        fewer than two samples yet)."""
+        if self._ring_words is None:
+            return None
+        return headroom_s(*self._ring_words, self._rate.rate())
 
     def close(self) -> None:
         if self.web is not None:

@@ -12,8 +12,17 @@ modules would hand them its state). Each child:
   was measured here to wedge (a child SIGKILLed while holding its queue's lock stopped
   every other child's lines for good, after 1 to 45 kills): see README "operations".
 
+One supervisor per ring: before any child starts, the supervisor lock of the ring
+(``pipeline.instance``) is taken; a second supervisor exits 4 at once, starting nothing.
+Then it waits (up to SHUTDOWN_TIMEOUT + 5 s) for the ring's roles to be free: the children
+of a killed supervisor may still be stopping; a poller or writer that stays (its own unit)
+makes it exit 4, again before starting anything.
+
 Restart policy: a child that dies unasked is restarted with backoff (1 s doubling to 30 s,
-reset once it has run 30 s) while the others keep running. A child that hangs is treated
+reset once it has run 30 s) while the others keep running. The writer's wait is also
+bounded by the ring: never more than half the time the ring can still take at its current
+input rate (free slots / records per second, sampled from the ring's counters each
+second; at least 0.5 s), re-checked while it waits. A child that hangs is treated
 like one that died (gunicorn's arbiter does the same with stale workers): the poller and
 the writer write heartbeats in the ring, the web process answers HTTP (``heartbeats``);
 a child whose heartbeat is older than its limit (SUPERVISOR_HANG_TIMEOUT_S; a child still
@@ -40,6 +49,7 @@ from multiprocessing.connection import wait as wait_sentinels
 
 from .common import exitcodes, sdnotify
 from .heartbeats import WEB, Heartbeats, WebProbe
+from .instance import InstanceLock, InstanceTaken
 from .common.errors import ConfigError
 from .common.logs import log_settings, setup_logging
 from .common.process import StopSignals
@@ -50,6 +60,11 @@ FATAL_CODES = (exitcodes.CONFIG, exitcodes.RING_NEEDS_ATTENTION, exitcodes.ROLE_
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
 HEALTHY_RUN_S = 30.0  # a child that ran this long starts again from the first backoff
+# A child that drains the ring (the writer) never waits longer than this share of the time
+# the ring can still take at the current input rate (the rest is for its own start-up),
+# and never less than the floor (a crash loop must not spin the CPU).
+HEADROOM_SHARE = 0.5
+RESTART_FLOOR_S = 0.5
 WEB_STOP_S = 5.0
 EXTRA_STOP_S = 5.0  # on top of SHUTDOWN_TIMEOUT, for interpreter exit after the flush
 HANG_CHECK_S = 1.0  # how often heartbeats are read
@@ -68,6 +83,7 @@ class ChildSpec:
     beat: str = ""  # where its heartbeat is: a ring role ("producer", "consumer"), "web", or "" (none)
     hang_timeout_s: float = 0.0  # heartbeat older than this (s): hung, killed and restarted (0: never)
     waits_for_ring: bool = False  # no heartbeat while the ring is missing is not a hang (the writer)
+    drains_ring: bool = False  # while it is down the ring fills: restart waits bounded by the ring's headroom
 
 
 def default_specs(
@@ -83,7 +99,7 @@ def default_specs(
         ChildSpec("poller", "pipeline.poller.__main__", poller_argv, shutdown_timeout_s + EXTRA_STOP_S, poller_finishes,
                   "producer", limit("poller", 0.0)),
         ChildSpec("writer", "pipeline.writer.__main__", (), shutdown_timeout_s + EXTRA_STOP_S,
-                  beat="consumer", hang_timeout_s=limit("writer", 0.0), waits_for_ring=True),
+                  beat="consumer", hang_timeout_s=limit("writer", 0.0), waits_for_ring=True, drains_ring=True),
         ChildSpec("web", "web.__main__", (), WEB_STOP_S, beat=WEB, hang_timeout_s=limit("web", 0.0)),
     ]
 
@@ -188,6 +204,7 @@ class Supervisor:
         self._kill_hung_pid = kill_hung
         self.healthy = True  # no child hung past its limit (gates the supervisor's own watchdog)
         self._next_hang_check = 0.0
+        self._next_ring_sample = 0.0
         self.ctx = mp.get_context("spawn")
 
     def start(self, child: Child) -> None:
@@ -221,17 +238,37 @@ class Supervisor:
         else:
             time.sleep(timeout_s)
         now = self.clock()
+        if self.beats is not None and now >= self._next_ring_sample:
+            self._next_ring_sample = now + HANG_CHECK_S
+            self.beats.sample_ring()
         for child in self.children:
             if child.process is not None and child.process.exitcode is not None and child.restart_at is None:
                 code = self._reap(child, now)
                 if code is not None:
                     return code
+            if child.restart_at is not None and child.spec.drains_ring:
+                # The ring keeps filling while it waits: a wait that was fine at its death
+                # may be too long now.
+                cap = self.restart_cap_s()
+                if cap is not None and child.restart_at > now + cap:
+                    child.restart_at = now + cap
             if child.restart_at is not None and now >= child.restart_at and self.stops.count == 0:
                 self.start(child)
         if self.beats is not None and now >= self._next_hang_check:
             self._next_hang_check = now + HANG_CHECK_S
             self.healthy = self.check_hangs(now)
         return None
+
+    def restart_cap_s(self) -> float | None:
+        """Longest restart wait for a child that drains the ring: ``HEADROOM_SHARE`` of the
+        seconds the ring can still take at its current input rate, at least
+        ``RESTART_FLOOR_S``. None when there is no bound (rate unknown, or nothing coming in)."""
+        if self.beats is None:
+            return None
+        room = self.beats.ring_headroom_s()
+        if room is None or room == float("inf"):
+            return None
+        return max(RESTART_FLOOR_S, HEADROOM_SHARE * room)
 
     def check_hangs(self, now: float) -> bool:
         """Kill every child whose heartbeat is older than its limit (it is then reaped and
@@ -297,10 +334,18 @@ class Supervisor:
         ran = now - child.started_at
         child.failures = 1 if ran >= HEALTHY_RUN_S else child.failures + 1
         delay = min(BACKOFF_FIRST_S * 2 ** (child.failures - 1), BACKOFF_MAX_S)
+        why = ""
+        if child.spec.drains_ring:
+            cap = self.restart_cap_s()
+            if cap is not None and cap < delay:
+                delay = cap
+                why = (f" (the ring holds {self.beats.ring_headroom_s():.1f} s more at"
+                       f" {self.beats.ring_rate():,.0f} values/s)")
         child.restart_at = now + delay
         child.process.close()
         child.process = None
-        self.log.warning("%s %s after %.1f s; restarting it in %.0f s (the others keep running)", name, how, ran, delay)
+        self.log.warning("%s %s after %.1f s; restarting it in %s s%s (the others keep running)",
+                         name, how, ran, f"{delay:.0f}" if delay >= 10 or delay == int(delay) else f"{delay:.1f}", why)
         return None
 
     def stop_in_order(self) -> int:
@@ -431,6 +476,59 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             print(f"tagpipe: {problem}", file=sys.stderr)
             return exitcodes.CONFIG
+    # One supervisor per ring, decided before any child exists (see pipeline.instance).
+    lock = InstanceLock(settings.ring_name)
+    try:
+        lock.acquire()
+    except InstanceTaken as e:
+        print(f"tagpipe: {e}", file=sys.stderr)
+        return exitcodes.ROLE_TAKEN
+    except ConfigError as e:
+        print(f"tagpipe: {e}", file=sys.stderr)
+        return exitcodes.CONFIG
+    try:
+        busy = _wait_for_free_roles(settings.ring_name, settings.shutdown_timeout_s + EXTRA_STOP_S)
+        if busy:
+            print(f"tagpipe: {busy}", file=sys.stderr)
+            return exitcodes.ROLE_TAKEN
+        return _run_locked(args, settings)
+    finally:
+        lock.release()
+
+
+def _wait_for_free_roles(ring: str, wait_s: float, step_s: float = 0.1) -> str | None:
+    """Wait (at most ``wait_s``) until no process holds the ring's producer or consumer role.
+
+    Taken before any child starts: the children of a supervisor that was killed are still
+    stopping in order for up to SHUTDOWN_TIMEOUT (they hold the roles meanwhile), and a
+    poller or writer run as its own unit holds them for good. Starting our children anyway
+    would let some of them win and others exit 4, the half-run this lock exists to prevent.
+    Returns None when the roles are free, else the one-line refusal naming the holders.
+    """
+    from shm import Observer, RingError
+    from shm.segment import role_alive
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        held = [role for role in ("producer", "consumer") if role_alive(ring, role)]
+        if not held:
+            return None
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(step_s)
+    pids: dict[str, int] = {}
+    try:
+        with Observer(ring) as obs:
+            f = obs.snapshot().fields
+            pids = {role: int(f[f"{role}.pid"]) for role in held}
+    except (RingError, OSError, ValueError):
+        pass
+    who = ", ".join(f"{'poller' if r == 'producer' else 'writer'} (pid {pids.get(r) or 'unknown'})" for r in held)
+    return (f"ring {ring!r} is still used by a {who} not started by this supervisor"
+            f" (waited {wait_s:.0f} s); stop it first")
+
+
+def _run_locked(args: argparse.Namespace, settings) -> int:
     log = setup_logging("supervisor", settings.log_level)
     log_settings(log, settings)
     poller_argv: tuple[str, ...] = ()

@@ -21,7 +21,7 @@ import numpy as np
 from . import layout as L
 from . import segment as S
 from .errors import CorruptRing, LayoutMismatch, RingMissing
-from .header import W_CLAIM, W_COMMITTED, W_PUBLISHED, _W, _check_header, _copy_out, _Endpoint, _Header, now_us
+from .header import W_CLAIM, W_COMMITTED, W_PUBLISHED, _W, _check_header, _copy_out, _Endpoint, _Header, now_us, take_segment_role
 from .telemetry import TelemetrySchema
 
 log = logging.getLogger("tagpipe.shm")
@@ -96,6 +96,12 @@ class Consumer(_Endpoint):
         if shm is None:
             lock.release()
             return None
+        try:
+            take_segment_role(shm, name, "consumer")  # a writer whose lock file was deleted
+        except BaseException:
+            shm.close()
+            lock.release()
+            raise
         return cls._adopt(name, shm, lock, telemetry)
 
     def _recover_journal(self) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import layout as L
 from . import segment as S
-from .errors import LayoutMismatch, RingMissing
+from .errors import LayoutMismatch, RingMissing, RoleTaken
 from .telemetry import Row, TelemetrySchema
 
 # Word indices used on hot paths.
@@ -154,6 +154,27 @@ def _copy_in(data: np.ndarray, start: int, recs: np.ndarray) -> None:
         data[: n - n1] = recs[n1:]
 
 
+def take_segment_role(shm, name: str, role: str) -> None:
+    """Lock ``role``'s byte of the segment ``shm`` maps (see ``segment.lock_segment_role``).
+
+    The lock files can be deleted from under their holder; this lock cannot, so a second
+    producer or consumer is refused even then. Raises RoleTaken naming the ring and the
+    holder's pid (from the header's ``<role>.pid`` word; the lock itself does not say).
+    The caller closes ``shm`` on failure.
+    """
+    if S.lock_segment_role(shm._fd, role):
+        return
+    pid = 0
+    if shm.size >= L.HEADER_BYTES:
+        words = memoryview(shm.buf)[: L.HEADER_BYTES].cast("Q")
+        pid = int(words[_W[f"{role}.pid"]])
+        words.release()
+    raise RoleTaken(
+        f"ring {name!r} already has a {role} (pid {pid if pid else 'unknown'}), holding its lock on"
+        f" {S.segment_path(name)}; stop it first"
+    )
+
+
 class _Endpoint:
     """What the producer and consumer share: the mapping, the role lock, the doorbell."""
 
@@ -223,6 +244,7 @@ class _Endpoint:
         except (ValueError, TypeError):
             pass
         self.doorbell.close()
+        S.unlock_segment_role(self._shm._fd, self.role)  # even if a view keeps the mapping open
         # numpy views hold exports of the buffer; drop them before closing the mapping.
         self.data = None  # type: ignore[assignment]
         self.h = None  # type: ignore[assignment]

@@ -40,12 +40,16 @@ from .header import (
     W_VERSION,
     _W,
     _copy_in,
+    take_segment_role,
     _Endpoint,
     _Header,
     now_us,
 )
 
 log = logging.getLogger("tagpipe.shm")
+
+# Test-only: see Producer._install_test_stall. Never set in a deployment.
+TEST_PUBLISH_STALL_ENV = "TAGPIPE_TEST_PUBLISH_STALL"
 
 # The one-record path packs straight into the slot; same bytes as RECORD_DTYPE.
 _RECORD_STRUCT = struct.Struct("<Qqd16s16sBB6x")
@@ -81,6 +85,9 @@ class Producer(_Endpoint):
         self._pack = _RECORD_STRUCT.pack_into
         self._published = int(self.h.u[W_PUBLISHED])
         self._fill_hole()
+        stall = os.environ.get(TEST_PUBLISH_STALL_ENV)
+        if stall:
+            self._install_test_stall(stall)
         self.h.u[_W["producer.pid"]] = os.getpid()
         self.h.add("producer.starts", 1)
         self.h.set("producer.state", 1)
@@ -125,6 +132,13 @@ class Producer(_Endpoint):
             # Empty file: a creator died before sizing it (we hold the producer lock).
             S.unlink_segment(name)
             return _create(name, capacity, schema), [f"replaced half-created ring {name!r}"]
+        try:
+            # Before anything is decided about this segment: a producer whose lock file
+            # was deleted may still be running on it.
+            take_segment_role(shm, name, "producer")
+        except BaseException:
+            shm.close()
+            raise
         size_ok = shm.size >= L.HEADER_BYTES
         h = _Header(shm.buf, None)
         magic = h.u[W_MAGIC] if size_ok else 0
@@ -199,6 +213,30 @@ class Producer(_Endpoint):
         self._published = claim
         self.h.add("producer.padding", n)
         self.notes.append(f"filled a hole of {n} records left by a producer that died mid-publish")
+
+    def _install_test_stall(self, spec: str) -> None:
+        """Test hook (``TAGPIPE_TEST_PUBLISH_STALL="p,seconds"``, set only by the ring's chaos
+        tests): with probability ``p`` a ``publish`` writes half of a chunk, sleeps
+        ``seconds`` with the chunk claimed but not published, then writes the rest, so a
+        SIGKILL can be aimed between claim and publish. Installed as an instance attribute:
+        without the variable, ``publish`` runs the plain ``_write`` and costs nothing more.
+        Raises ValueError for a malformed value."""
+        p_text, _, s_text = spec.partition(",")
+        chance, seconds = float(p_text), float(s_text)
+        if not (0.0 <= chance <= 1.0 and 0.0 <= seconds <= 10.0):
+            raise ValueError(f"{TEST_PUBLISH_STALL_ENV}={spec!r}: want 'p,seconds' with 0 <= p <= 1, 0 <= seconds <= 10")
+        plain = self._write
+        rnd = secrets.SystemRandom()
+
+        def stalling_write(recs: np.ndarray, start: int) -> None:
+            if len(recs) < 2 or rnd.random() >= chance:
+                return plain(recs, start)
+            half = len(recs) // 2
+            plain(recs[:half], start)
+            time.sleep(seconds)  # claimed, half written, not published: the window
+            plain(recs[half:], start + half)
+
+        self._write = stalling_write  # type: ignore[method-assign]
 
     def _write(self, recs: np.ndarray, start: int) -> None:
         n = len(recs)
@@ -319,6 +357,11 @@ def _create(name: str, capacity: int, schema: TelemetrySchema | None = None):
             f"a ring of {capacity} records needs {size} bytes of shared memory; {S.SHM_DIR} has {free} free"
         )
     shm = S.create_segment(name, size)
+    try:
+        take_segment_role(shm, name, "producer")  # a new file: nobody else can hold it yet
+    except BaseException:
+        shm.close()
+        raise
     h = _Header(shm.buf, "creator")
     u = h.u
     u[W_RECSIZE] = L.RECORD_SIZE

@@ -12,7 +12,8 @@ Protocol (see ``shm.layout`` for the words):
   a consumer killed mid-batch loses nothing: its successor reads from ``committed``.
 * A producer killed between claim and publish leaves ``published < claim``; the next
   producer fills that hole with padding records (``FLAG_PADDING``) and publishes them.
-* Roles are enforced with ``flock`` on a lock file per role; the doorbell is a named
+* Roles are enforced with ``flock`` on a lock file per role and an OFD lock on the
+  role's byte of the segment file (which no unlink can take away); the doorbell is a named
   semaphore used as a hint only (every wait has a timeout).
 
 The parts live in ``header`` (words, owner rule, attach check), ``producer``,

@@ -13,6 +13,7 @@ import fcntl
 import mmap
 import os
 import re
+import struct
 import time
 from multiprocessing import resource_tracker, shared_memory
 
@@ -173,22 +174,79 @@ class RoleLock:
             self._fd = None
 
 
-def role_alive(ring: str, role: str) -> bool | None:
-    """True if some process holds the role lock, False if not, None if there is no lock file.
+# The role lock that cannot be unlinked from under its holder: one byte of the segment
+# file per role, locked with an open-file-description lock (F_OFD_SETLK) on the very file
+# descriptor that maps the segment. Unlike the lock files (which anyone may delete, after
+# which a second process locks a new file of the same name), the lock lives on the inode
+# the role writes into; it is dropped when that descriptor closes or the process dies
+# (even by SIGKILL), and it conflicts between two descriptors of the same process too.
+ROLE_BYTE = {"producer": 0, "consumer": 1}
+_FLOCK = struct.Struct("@hhqqi4x")  # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid
 
-    Opens the file read-only and probes with a shared lock that is released at once.
+
+def _ofd(fd: int, cmd: int, lock_type: int, role: str) -> int:
+    """One F_OFD_* call on the role's byte; returns the l_type the kernel answered."""
+    arg = _FLOCK.pack(lock_type, os.SEEK_SET, ROLE_BYTE[role], 1, 0)
+    return _FLOCK.unpack(fcntl.fcntl(fd, cmd, arg))[0]
+
+
+def lock_segment_role(fd: int, role: str) -> bool:
+    """Take ``role``'s byte lock on the segment open read-write as ``fd``, without waiting.
+
+    True if taken (or already held through this descriptor), False if another open of
+    the segment (any process, or another descriptor of this one) holds it.
     """
+    try:
+        _ofd(fd, fcntl.F_OFD_SETLK, fcntl.F_WRLCK, role)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+
+
+def unlock_segment_role(fd: int, role: str) -> None:
+    """Drop ``role``'s byte lock taken through ``fd`` (closing ``fd`` drops it as well)."""
+    try:
+        _ofd(fd, fcntl.F_OFD_SETLK, fcntl.F_UNLCK, role)
+    except OSError:
+        pass
+
+
+def segment_role_held(ring: str, role: str) -> bool | None:
+    """True if some process holds ``role``'s byte lock on the ring's segment, False if not,
+    None if there is no segment. Takes no lock (F_OFD_GETLK only asks)."""
+    try:
+        fd = os.open(segment_path(ring), os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return _ofd(fd, fcntl.F_OFD_GETLK, fcntl.F_WRLCK, role) != fcntl.F_UNLCK
+    finally:
+        os.close(fd)
+
+
+def role_alive(ring: str, role: str) -> bool | None:
+    """True if some process holds the role, False if not, None if there is neither a lock
+    file nor a segment.
+
+    The role is held if its lock file is locked or its byte of the segment is: a holder
+    whose lock file was deleted still holds the segment byte. Neither probe takes a lock
+    that could make the holder's own start fail (the file probe's shared lock is released
+    at once; the segment probe only asks).
+    """
+    seg = segment_role_held(ring, role)
     try:
         fd = os.open(lock_path(ring, role), os.O_RDONLY)
     except FileNotFoundError:
-        return None
+        return seg
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return True
     os.close(fd)  # releases our shared lock
-    return False
+    return bool(seg)
 
 
 def _read_pid(fd: int) -> int:
@@ -259,7 +317,10 @@ __all__ = [
     "check_ring_name",
     "create_segment",
     "map_readonly",
+    "lock_segment_role",
     "role_alive",
+    "segment_role_held",
+    "unlock_segment_role",
     "segment_inode",
     "segment_path",
     "unlink_segment",

@@ -35,6 +35,12 @@ class GivenBeats:
     def ring_exists(self) -> bool:
         return self.ring
 
+    def sample_ring(self) -> None:
+        pass
+
+    def ring_headroom_s(self) -> float | None:
+        return None  # rate unknown: restart waits are the plain backoff
+
 
 def _reaped(sup: Supervisor, clock: Clock) -> None:
     deadline = time.monotonic() + 30

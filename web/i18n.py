@@ -84,6 +84,8 @@ LABELS: dict[str, dict[str, str]] = {
         "check.login_refused": "Login refused: fix the password (values go to backup files)",
         "check.database_connecting": "Connecting to the database",
         "check.backups_pending": "Backup files waiting for replay",
+        "check.writer_crash_loop": "Writer keeps restarting (crash loop)",
+        "check.poller_crash_loop": "Poller keeps restarting (crash loop)",
     },
     "ko": {
         "title": "tagpipe 상태",
@@ -159,6 +161,8 @@ LABELS: dict[str, dict[str, str]] = {
         "check.login_refused": "로그인 거부: 비밀번호를 확인하세요 (백업 파일에 저장 중)",
         "check.database_connecting": "데이터베이스 연결 중",
         "check.backups_pending": "재전송 대기 중인 백업 파일",
+        "check.writer_crash_loop": "DB 기록기가 반복해서 재시작됨",
+        "check.poller_crash_loop": "수집기가 반복해서 재시작됨",
     },
 }
 

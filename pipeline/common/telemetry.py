@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -775,6 +777,46 @@ def figures(snap, thresholds: "Thresholds | None" = None, ring_peek_us: int = 0,
     )
 
 
+# --- the ring's input rate and headroom (the supervisor's restart waits) ---------------------
+class RateMeter:
+    """The ring's input rate from its ``producer.published`` counter sampled over time.
+
+    ``add(t_s, published)`` with a monotonic clock in seconds; ``rate()`` is records/s over
+    the samples of the last ``window_s`` seconds (None until two samples span ``min_span_s``).
+    A counter that goes down (a new ring) starts the window again.
+    """
+
+    def __init__(self, window_s: float = 10.0, min_span_s: float = 0.5) -> None:
+        self.window_s = window_s
+        self.min_span_s = min_span_s
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, t_s: float, published: int) -> None:
+        if self._samples and published < self._samples[-1][1]:
+            self._samples.clear()
+        self._samples.append((t_s, published))
+        while len(self._samples) > 2 and t_s - self._samples[1][0] >= self.window_s:
+            self._samples.popleft()
+
+    def rate(self) -> float | None:
+        if len(self._samples) < 2:
+            return None
+        (t0, p0), (t1, p1) = self._samples[0], self._samples[-1]
+        if t1 - t0 < self.min_span_s:
+            return None
+        return (p1 - p0) / (t1 - t0)
+
+
+def headroom_s(capacity: int, published: int, committed: int, rate: float | None) -> float | None:
+    """Seconds until the ring overwrites records not yet committed, at ``rate`` records/s:
+    free slots / rate. None when the rate is not known yet; ``math.inf`` when nothing is
+    being published."""
+    if rate is None:
+        return None
+    free = max(0, capacity - max(0, published - committed))
+    return math.inf if rate <= 0 else free / rate
+
+
 # --- health ---------------------------------------------------------------------------------
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
 # Order of the statuses, worst last; also the value of the tagpipe_health_status metric.
@@ -791,6 +833,8 @@ class Thresholds:
     lag_clear_ratio: float = 0.5  # leave "backlog old" below max_lag_s * this
     heartbeat_s: float = 10.0  # HEALTH_HEARTBEAT_S: older heartbeat = process dead
     loss_hold_s: float = 120.0  # "values lost" stays on this long after the last loss
+    crash_loop_starts: int = 3  # this many (re)starts of one role ...
+    crash_loop_window_s: float = 300.0  # ... within this many seconds: a crash loop
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Thresholds":
@@ -833,6 +877,30 @@ class HealthEvaluator:
 
     thresholds: Thresholds = field(default_factory=Thresholds)
     _on: set = field(default_factory=set)
+    # (taken_us, epoch, poller starts, writer starts) of the readings in the crash-loop window
+    _starts: deque = field(default_factory=deque)
+
+    def _restarts(self, fig: Figures) -> tuple[int, int]:
+        """(poller, writer) starts counted within the crash-loop window (a new ring epoch
+        starts the window again). Needs a series of readings: a one-shot reading sees 0."""
+        window_us = self.thresholds.crash_loop_window_s * US
+        q = self._starts
+        entry = (fig.taken_us, fig.buffer.epoch, fig.roles.poller.starts, fig.roles.writer.starts)
+        if q and q[-1][1] != entry[1]:
+            q.clear()
+        q.append(entry)
+        while len(q) > 1 and entry[0] - q[0][0] > window_us:
+            q.popleft()
+        return entry[2] - q[0][2], entry[3] - q[0][3]
+
+    def _crash_loops(self, fig: Figures) -> list[Check]:
+        t = self.thresholds
+        checks = []
+        for role, n in zip(("poller", "writer"), self._restarts(fig)):
+            if n >= t.crash_loop_starts:
+                checks.append(Check(f"{role}_crash_loop", UNHEALTHY,
+                                    f"{role} crash loop: started {n} times in the last {t.crash_loop_window_s:g} s"))
+        return checks
 
     def _latch(self, code: str, enter: bool, leave: bool) -> bool:
         """Hysteresis: a condition turns on when ``enter``, and off only when ``leave``."""
@@ -856,6 +924,7 @@ class HealthEvaluator:
             checks.append(Check("writer_down", UNHEALTHY, f"values at risk: {writer.reason}"))
         if not poller.running:
             checks.append(Check("poller_down", UNHEALTHY, f"no new values: {poller.reason}"))
+        checks.extend(self._crash_loops(fig))
         loss_age = lag.last_loss_age_s
         # A loss counted by the writer lately, or slots reused before commit now while no
         # writer runs (nobody holds a copy: certainly lost, counted once a writer attaches).

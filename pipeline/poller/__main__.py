@@ -23,7 +23,7 @@ from pipeline.common.process import StopSignals, start_process
 from pipeline.common import telemetry
 from shm import CapacityError, LayoutMismatch, Producer, RoleTaken
 
-from .config import PlantConfig, TagsFileError, load_tags
+from .config import PlantConfig, TagsFileError, check_fits_ring, load_tags
 from .load_options import DEFAULT_DURATION_S, add_load_options, load_options_problem
 
 RATE_TOLERANCE = 0.95  # load mode: below this share of the asked rate the check fails
@@ -82,6 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             return rc
     signals = StopSignals().install()
     producer = open_ring(settings, log)
+    if plant is not None and producer.capacity != settings.buffer_max_size:
+        # The ring kept its old size (records still waiting): the groups must fit that one.
+        try:
+            check_fits_ring(plant, producer.capacity, f"ring {settings.ring_name!r} kept at capacity")
+        except TagsFileError as e:
+            producer.close()
+            print(f"tagpipe poller: bad TAGS_FILE {e}", file=sys.stderr)
+            return exitcodes.CONFIG
     try:
         if plant is None:
             return _run_load(producer, args, signals, log)

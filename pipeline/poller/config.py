@@ -8,7 +8,11 @@ simulator's plant) and ``deploy/tags.example.toml`` are complete examples.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import reprlib
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +31,50 @@ DEFAULT_MAX_SILENCE_S = 60.0
 MIN_INTERVAL_S = 0.01  # below this the scheduler's own jitter dominates
 MAX_INTERVAL_S = 86_400.0
 DEMO_PLANT = Path(__file__).with_name("demo_plant.toml")
+_REASON_MAX = 500  # room for the list of known keys
+_KEY_MAX = 160
+_FLOAT_MAX = int(1.7976931348623157e308)
+
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` that stays one short line whatever the file holds: nested values are cut
+    at a few levels (a value nested thousands deep would exhaust the stack), strings at 60
+    characters, and an integer too long to print (Python refuses over 4,300 digits) is
+    described by its size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxstring, self.maxother = 3, 60, 60
+        self.maxlist = self.maxdict = self.maxtuple = 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 200:
+            return f"<an integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+        return repr(x)
+
+
+show_value = _ShortRepr().repr
 
 
 class TagsFileError(PipelineError):
-    """A tag definition file is unreadable or wrong. ``str()`` is the one line to print."""
+    """A tag definition file is unreadable or wrong. ``str()`` is the one line to print
+    (the value is shortened by ``show_value``: never a huge line, never a traceback)."""
 
     def __init__(self, path: str, key: str, value: Any, reason: str) -> None:
         self.path, self.key, self.value, self.reason = path, key, value, reason
-        where = f"{path}: {key} = {value!r}" if key else f"{path}"
-        super().__init__(f"{where}: {reason}")
+        where = f"{path}: {_clip(key, _KEY_MAX)} = {show_value(value)}" if key else f"{path}"
+        # A reason may quote the value itself (e.g. a 1 MB plc code): keep the line short.
+        super().__init__(f"{where}: {_clip(' '.join(str(reason).split()), _REASON_MAX)}")
+
+
+def _clip(text: str, most: int) -> str:
+    """``text`` on one line (control characters escaped: a quoted TOML key may hold a
+    newline) and at most about ``most`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) > most:
+        text = text[: most - 30] + f"... ({len(text)} characters)"
+    return text
 
 
 @dataclass(frozen=True)
@@ -109,7 +148,7 @@ def load_plant(path: str | Path) -> PlantConfig:
     """Read and validate a tag definition file. Raises TagsFileError (never anything else)."""
     p = str(path)
     try:
-        with open(p, "rb") as fh:
+        with open(p, "rb", opener=_open_regular) as fh:
             doc = tomllib.load(fh)
     except FileNotFoundError:
         raise TagsFileError(p, "", None, "no such file") from None
@@ -117,7 +156,27 @@ def load_plant(path: str | Path) -> PlantConfig:
         raise TagsFileError(p, "", None, f"cannot be read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise TagsFileError(p, "", None, f"is not valid TOML: {e}") from None
+    except RecursionError:
+        # tomllib parses nested arrays, inline tables and dotted keys recursively.
+        raise TagsFileError(p, "", None, "is not usable TOML: values or keys nested too deeply"
+                            " (a tag file needs at most 4 levels)") from None
+    except ValueError as e:  # an integer longer than Python reads (4,300 digits)
+        raise TagsFileError(p, "", None, f"is not usable TOML: {e}") from None
     return _Loader(p).plant(doc)
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """``open`` opener that refuses anything but a regular file: a FIFO or a device such as
+    /dev/zero would block or never end, before any message could be printed."""
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class _Loader:
@@ -145,6 +204,8 @@ class _Loader:
         if isinstance(v, bool) or not isinstance(v, ok_types):
             self.fail(path, v, "must be a whole number" if integer else "must be a number")
         if isinstance(v, float) and not math.isfinite(v):
+            self.fail(path, v, "must be a finite number")
+        if not integer and isinstance(v, int) and abs(v) > _FLOAT_MAX:  # float(v) would raise OverflowError
             self.fail(path, v, "must be a finite number")
         if lo is not None and (v <= lo if lo_open else v < lo):
             self.fail(path, v, f"must be {'greater than' if lo_open else 'at least'} {lo:g}")
@@ -351,5 +412,26 @@ class _Loader:
 
 
 def load_tags(settings) -> PlantConfig:
-    """The plant to poll: TAGS_FILE, or the shipped demo plant (simulated). Raises TagsFileError."""
-    return load_plant(settings.tags_file or DEMO_PLANT)
+    """The plant to poll: TAGS_FILE, or the shipped demo plant (simulated), checked against
+    the ring size BUFFER_MAX_SIZE (``check_fits_ring``). Raises TagsFileError."""
+    plant = load_plant(settings.tags_file or DEMO_PLANT)
+    check_fits_ring(plant, settings.buffer_max_size, "BUFFER_MAX_SIZE")
+    return plant
+
+
+def check_fits_ring(plant: PlantConfig, capacity: int, what: str) -> None:
+    """Refuse a poll group with more tags than the ring holds (``capacity`` records;
+    ``what`` names where that size comes from, for the message).
+
+    One poll of a group is published as one batch: a group larger than the ring
+    overwrites its own oldest values before any writer can read them, so most of every
+    poll would be lost by construction. Raises TagsFileError naming the group and the size.
+    """
+    for i, plc in enumerate(plant.plcs):
+        for gi, group in enumerate(plc.groups):
+            if len(group.tags) > capacity:
+                raise TagsFileError(
+                    plant.path, f"plcs[{i}].groups[{gi}]", f"{plc.code}/{group.name}: {len(group.tags)} tags",
+                    f"more tags than the ring holds ({what} {capacity} records): every poll would overwrite"
+                    f" itself; split the group or raise BUFFER_MAX_SIZE",
+                )

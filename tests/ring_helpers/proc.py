@@ -26,10 +26,12 @@ def env() -> dict[str, str]:
 class Role:
     """One ``role.py`` process. ``event(name)`` waits for its JSON line of that event."""
 
-    def __init__(self, command: str, ring: str, *args: str, stderr_path: Path | None = None) -> None:
+    def __init__(self, command: str, ring: str, *args: str, stderr_path: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.argv = [sys.executable, str(ROLE), command, "--ring", ring, *map(str, args)]
         self._err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._err, env=env(), cwd=str(REPO))
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self._err, env={**env(), **(extra_env or {})},
+                                     cwd=str(REPO))
         self.pid = self.proc.pid
         self._buf = b""
         self.events: list[dict] = []
