@@ -4,6 +4,7 @@ the simulator, a Modbus server on 127.0.0.1, and a ring that turns over many tim
 from __future__ import annotations
 
 import json
+import math
 import signal
 from datetime import datetime
 
@@ -190,6 +191,30 @@ def test_modbus_values_follow_the_server_and_turn_bad_when_it_stops(tmp_path, ri
             wait_until(lambda: vals() == [11, 777, 33, 44], 20, "good again")
         finally:
             stop(proc)
+
+
+def test_load_mode_at_300000_values_per_second_keeps_every_tag_current(tmp_path, ring_name, app_on):
+    # A 20,000-record ring at 300,000 values/s turns over 15 times a second. Each of the
+    # 1,000 load tags holds the last value published for it: the generator's sine of the
+    # tag's phase at the row's own poll time, so a row mixing two writes would not match.
+    proc = spawn(["-m", "pipeline.poller", "--rate", "300000", "--duration", "6"], tmp_path, RING_NAME=ring_name,
+                 BUFFER_MAX_SIZE="20000")
+    try:
+        c = app_on()
+        wait_until(lambda: _all(c)[1].get("present") and _all(c, offset=999)[1]["tags"][0]["poll_us"], 20,
+                   "every load tag published")
+        rows = _all(c)[1]["tags"] + _all(c, offset=1000)[1]["tags"]
+        body = _all(c, limit=1)[1]
+        assert len(rows) == body["total"] == 1000
+        assert rows[0]["plc_code"] == "LOADPLC00" and rows[-1]["plc_code"] == "LOADPLC09" and rows[-1]["address"] == "D99"
+        for k, t in enumerate(rows):
+            want = 50.0 + 40.0 * math.sin(k * 2 * math.pi / 1000 + t["poll_us"] * 1e-6)
+            assert t["value"] == pytest.approx(want, abs=1e-9), t
+            assert t["quality"] == "good" and t["age_s"] < 1.0
+        assert rows[0]["interval_s"] == 0.01  # every tag gets a value each 10 ms tick (1,000 / 300,000 s apart)
+        assert c.get("/api/buffer/status").get_json()["overflow_count"] > 0
+    finally:
+        stop(proc)
 
 
 @pytest.mark.parametrize("query, word", [

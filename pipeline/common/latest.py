@@ -95,9 +95,9 @@ class GroupRows:
     def __init__(self, block) -> None:
         self._b = block
 
-    def write(self, values: np.ndarray, quality: np.ndarray, poll_us: int) -> None:
+    def write(self, values: np.ndarray, quality: np.ndarray, poll_us: int | np.ndarray) -> None:
         """One poll: ``values`` (float, NaN where BAD) and ``quality`` (uint8) per tag, in the
-        group's order; ``poll_us`` the poll time (UTC us)."""
+        group's order; ``poll_us`` the poll time (UTC us), one for the group or one per tag."""
         self._b.write(value=values, quality=quality, poll_us=poll_us)
 
 
@@ -174,7 +174,7 @@ class LatestReader:
         try:
             reader = TableReader(table_name(self.ring), ROW_DTYPE)
         except TableMissing:
-            return f"no live values for ring {self.ring!r}: the poller has not started (or runs in load mode)"
+            return f"no live values for ring {self.ring!r}: the poller has not started"
         except TableMismatch as e:
             return f"live values of ring {self.ring!r} unreadable: {e}"
         try:

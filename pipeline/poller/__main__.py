@@ -197,17 +197,28 @@ def _opcua_preflight(plant: PlantConfig, secrets: dict[str, str | None], log: lo
 def _run_load(producer, args, signals: StopSignals, log: logging.Logger) -> int:
     from shm.ring import now_us
 
-    from .loadgen import LoadGenerator
+    from pipeline.common.latest import LatestTable
+
+    from .loadgen import LoadGenerator, load_groups
     from .scheduler import SOURCE_KIND
 
     producer.set("poller.source_kind", SOURCE_KIND["load"])
     producer.set("poller.started_us", now_us())
     producer.set("poller.plc_count", 0)
-    gen = LoadGenerator(producer, args.rate, args.duration, signals)
+    try:
+        latest = LatestTable.create(producer.name, load_groups(args.rate))
+    except OSError as e:
+        log.error("no live tag values (/api/tags): cannot create the latest-values table: %s", e)
+        latest = None
+    gen = LoadGenerator(producer, args.rate, args.duration, signals, latest=latest)
     sdnotify.ready(f"load mode: {args.rate:g} values/s for {args.duration:g} s")
     log.info("load mode: %s values/s for %g s into ring %r", f"{args.rate:,.0f}" if args.rate else "max",
              args.duration, producer.name)
-    res = gen.run()
+    try:
+        res = gen.run()
+    finally:
+        if latest is not None:
+            latest.close()
     line = (f"load mode: published {res.published:,} values in {res.elapsed_s:.2f} s ="
             f" {res.rate:,.0f} values/s (asked {f'{res.target_rate:,.0f}' if res.target_rate else 'max'};"
             f" {res.late_ticks} late ticks)")
