@@ -143,6 +143,29 @@ def test_status_tags_prints_the_same_rows_as_the_api(tmp_path, ring_name, app_on
         stop(proc)
 
 
+def test_a_restarted_poller_with_other_tags_replaces_the_table_under_a_running_web_app(tmp_path, ring_name, app_on):
+    first = _sim_plant(tmp_path, fast_interval=0.5)
+    proc = spawn(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name, TAGS_FILE=str(first))
+    c = app_on()
+    try:
+        wait_until(lambda: _all(c)[1].get("total") == 15, 30, "the first plant's tags")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        other = tmp_path / "other.toml"
+        other.write_text('[[plcs]]\ncode = "OTHERPLC"\nprotocol = "simulator"\n  [[plcs.groups]]\n  interval_s = 0.2\n'
+                         '  tags = [ { address = "Z9", type = "float32", unit = "A", description = "current",'
+                         ' sim = { wave = "constant", min = 7, max = 7 } } ]\n')
+        proc = spawn(["-m", "pipeline.poller"], tmp_path, RING_NAME=ring_name, TAGS_FILE=str(other))
+        wait_until(lambda: _all(c)[1].get("total") == 1 and _all(c)[1]["tags"][0]["value"] == 7.0, 30, "the new plant")
+        t = _all(c)[1]
+        assert t["plcs"] == ["OTHERPLC"] and t["tags"][0]["address"] == "Z9" and t["tags"][0]["unit"] == "A"
+    finally:
+        stop(proc)
+    out = run(["-m", "pipeline", "delete-ring", "--name", ring_name, "--force"], tmp_path)
+    assert out.returncode == 0 and f"/dev/shm/{ring_name}.latest" in out.stdout
+    assert _all(c)[0] == 503
+
+
 def test_right_for_every_tag_while_the_ring_turns_over_many_times_a_second(tmp_path, ring_name, app_on):
     # 3,000 tags every 0.1 s (30,000 values/s) into a ring of 1,000 records and no writer:
     # each record is overwritten within a few ms, yet every tag's live value is current.
