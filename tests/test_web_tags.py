@@ -243,7 +243,7 @@ def test_load_mode_at_300000_values_per_second_keeps_every_tag_current(tmp_path,
 @pytest.mark.parametrize("query, word", [
     ("limit=0", "limit"), ("limit=1001", "limit"), ("limit=abc", "limit"), ("limit=-1", "limit"), ("limit=1e3", "limit"),
     ("offset=-5", "offset"), ("offset=99999999999", "offset"), ("stale=maybe", "stale"), ("nope=1", "nope"),
-    ("limit=1&limit=2", "more than once"), ("q=" + "x" * 101, "q"), ("plc=%00", "plc"),
+    ("limit=%C2%B2", "limit"), ("offset=%EF%BC%91", "offset"), ("limit=1&limit=2", "more than once"), ("q=" + "x" * 101, "q"), ("plc=%00", "plc"),
 ])
 def test_bad_parameters_are_400_json_naming_them(ring_name, app_on, query, word):
     r = app_on().get(f"/api/tags?{query}")

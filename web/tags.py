@@ -36,7 +36,7 @@ def _int(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:  # "²".isdigit() is true too
         raise BadParameter(f"{name}={raw!r}: must be a whole number from {lo} to {hi:,}")
     v = int(raw)
     if not lo <= v <= hi:
