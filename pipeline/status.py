@@ -108,6 +108,8 @@ def render(d: dict) -> str:
 # --- live tag values (issue 15): the table of /api/tags and of the status page ---
 def render_tags(page) -> str:
     """A ``pipeline.common.latest.TagPage`` as a text table: the status page's tag table."""
+    from .common.latest import STALE_INTERVALS
+
     if not page.present:
         return f"tagpipe tags: {page.problem}"
     head = (f"{'PLC':<17}{'address':<17}{'value':>16} {'unit':<8}{'quality':<10}{'age':>10}  {'state':<6}"
@@ -120,7 +122,7 @@ def render_tags(page) -> str:
                    f"{_s(r['age_s']):>10}  {'STALE' if r['stale'] else 'fresh':<6} {grp:<12}"
                    f"{r['description']}")
     out.append(f"{page.matched:,} of {page.total:,} tags shown; {page.stale_count:,} of all stale"
-               f" (no poll for {page.to_json()['stale_after_intervals']} x the group interval)")
+               f" (no poll for {STALE_INTERVALS} x the group interval)")
     return "\n".join(out)
 
 

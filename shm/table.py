@@ -197,6 +197,9 @@ class TableReader:
             raise TableMismatch(f"table {name!r} holds rows of another layout than this reader's")
         rows, blocks, meta_len = int(head[2]), int(head[3]), int(head[4])
         gens, starts, meta, end = _layout(rows, blocks, meta_len, self.dtype.itemsize)
+        if end > len(self._mm):
+            self._mm.close()
+            raise TableMissing(f"table {name!r} is shorter than its header says (truncated)")
         self.created_us = int(head[6])
         self.writer_pid = int(head[7])
         self.meta = bytes(self._mm[meta:meta + meta_len])

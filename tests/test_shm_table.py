@@ -52,6 +52,10 @@ def test_missing_wrong_layout_and_bad_names(name):
     TableWriter.create(name, DT, [1]).close()
     with pytest.raises(TableMismatch):
         TableReader(name, np.dtype([("a", "<f8"), ("c", "<i8")]))
+    with open(table_path(name), "r+b") as f:  # cut short (a foreign or damaged file)
+        f.truncate(4096 + 32)
+    with pytest.raises(TableMissing):
+        TableReader(name, DT)
     for bad in ("", "../x", "a/b", ".hidden", "x" * 101):
         with pytest.raises(ValueError):
             table_path(bad)
