@@ -207,6 +207,7 @@ class TableReader:
         first = np.frombuffer(self._mm, dtype=_H, count=blocks, offset=starts).astype(np.int64)
         self._bounds = list(zip(first.tolist(), np.append(first[1:], rows).tolist()))
         self._rows = np.frombuffer(self._mm, dtype=self.dtype, count=rows, offset=end - rows * self.dtype.itemsize)
+        self._stuck: dict[int, int] = {}  # block -> odd generation it was given up at
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -218,10 +219,12 @@ class TableReader:
         except FileNotFoundError:
             return True
 
-    def snapshot(self, settle_s: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    def snapshot(self, settle_s: float = 0.2, min_tries: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Copy every row. Returns (rows, torn): ``torn`` is a bool per row, true for the
         rows of a block its writer kept in the middle of a write for ``settle_s`` seconds
-        (a writer killed mid-write; those rows are whatever the copy caught)."""
+        and ``min_tries`` copies (a writer killed mid-write; those rows are whatever the copy
+        caught). A block found stuck at the same odd generation as last time is reported
+        torn at once, so a dead writer costs the reader one wait, not one per call."""
         g1 = self._gens.copy()
         out = self._rows.copy()
         g2 = self._gens.copy()
@@ -229,15 +232,20 @@ class TableReader:
         for b in np.flatnonzero((g1 != g2) | (g1 & 1)).tolist():
             lo, hi = self._bounds[b]
             deadline = time.monotonic() + settle_s
+            tries = 0
             while True:
                 a = int(self._gens[b])
                 part = self._rows[lo:hi].copy()
                 if a == int(self._gens[b]) and not a & 1:
                     out[lo:hi] = part
+                    self._stuck.pop(b, None)
                     break
-                if time.monotonic() > deadline:
+                tries += 1
+                if self._stuck.get(b) == a or (tries >= min_tries and time.monotonic() > deadline):
                     out[lo:hi] = part
                     torn[lo:hi] = True
+                    if a & 1:
+                        self._stuck[b] = a
                     break
                 time.sleep(0.0002)
         return out, torn

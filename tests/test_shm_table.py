@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import numpy as np
@@ -82,9 +83,16 @@ def test_a_block_left_in_mid_write_is_reported_torn_not_waited_for(name):
     w.block(1).write(a=2.0, b=2)
     w.gens[1] += 1  # as if the writer died between the two generation steps
     r = TableReader(name, DT)
-    rows, torn = r.snapshot(settle_s=0.02)
+    t0 = time.monotonic()
+    rows, torn = r.snapshot(settle_s=0.05)
+    assert time.monotonic() - t0 >= 0.05
     assert torn.tolist() == [False, False, True, True]
     assert rows["a"][:2].tolist() == [1.0, 1.0]
+    t0 = time.monotonic()
+    assert r.snapshot(settle_s=5)[1].tolist() == [False, False, True, True]
+    assert time.monotonic() - t0 < 1  # stuck at the same odd generation: no second wait
+    w.gens[1] += 1  # a writer finishing the block (a new poller would replace the table)
+    assert not r.snapshot()[1].any()
     r.close()
     w.close()
 
@@ -101,7 +109,7 @@ WRITER = textwrap.dedent("""
         b0.write(a=float(k), b=k)
         b1.write(a=float(-k), b=-k)
         k += 1
-        time.sleep(0.002)  # a poll group is rewritten once per interval (>= 10 ms), not non-stop
+        time.sleep(0.005)  # a poll group is rewritten once per interval (>= 10 ms), not non-stop
 """)
 
 
@@ -114,7 +122,7 @@ def test_a_reader_never_sees_a_torn_block_while_another_process_writes(name):
         assert proc.stdout.readline().strip() == "ready"
         r = TableReader(name, DT)
         changes = set()
-        for _ in range(300):
+        for _ in range(150):
             rows, torn = r.snapshot()
             assert not torn.any()
             for lo, hi in ((0, 200_000), (200_000, 250_000)):
