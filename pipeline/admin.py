@@ -38,5 +38,9 @@ def delete_ring_command(args: argparse.Namespace) -> int:
     except RingError as e:  # a poller or writer still holds its role
         print(f"tagpipe delete-ring: {e}", file=sys.stderr)
         return exitcodes.ROLE_TAKEN
+    from .common import latest
+
+    if latest.remove(name):  # the poller's live-values table goes with its ring (issue 15)
+        removed.append(f"/dev/shm/{latest.table_name(name)}")
     print("\n".join(f"removed {r}" for r in removed) if removed else f"no ring named {name!r}")
     return exitcodes.OK

@@ -1,7 +1,7 @@
 """``python -m pipeline [COMMAND]``: every command's arguments, parsed in one place.
 
     python -m pipeline [run] [--rate N [--duration S]]   poller + writer + web (the default)
-    python -m pipeline status [--json] [--check] [--watch S] [--ring R] [--env-file PATH]
+    python -m pipeline status [--json] [--check] [--watch S] [--ring R] [--env-file PATH] [--tags [FILTER]]
     python -m pipeline check-db
     python -m pipeline overflow-check [--buffer-size N] [--overflow-count N] [--batch N] [--ring R]
     python -m pipeline quarantine list | write-back FILE [--skip-bad]
@@ -52,6 +52,9 @@ def _status_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch", type=float, default=None, metavar="S", help="print again every S seconds until Ctrl-C")
     p.add_argument("--env-file", default=".env", metavar="PATH",
                    help="settings file to read (default .env; e.g. /etc/tagpipe/tagpipe.env, the units' EnvironmentFile)")
+    p.add_argument("--tags", nargs="?", const="", default=None, metavar="FILTER",
+                   help="live tag values instead: every configured tag, or those with FILTER in PLC code, address,"
+                        " unit or description (with --check: exit 6 if one is stale)")
 
 
 def _overflow_options(p: argparse.ArgumentParser) -> None:

@@ -105,6 +105,51 @@ def render(d: dict) -> str:
     return "\n".join(out)
 
 
+# --- live tag values (issue 15): the table of /api/tags and of the status page ---
+def render_tags(page) -> str:
+    """A ``pipeline.common.latest.TagPage`` as a text table: the status page's tag table."""
+    from .common.latest import STALE_INTERVALS
+
+    if not page.present:
+        return f"tagpipe tags: {page.problem}"
+    head = (f"{'PLC':<17}{'address':<17}{'value':>16} {'unit':<8}{'quality':<10}{'age':>10}  {'state':<6}"
+            f" {'group':<12}description")
+    out = [head]
+    for r in page.rows:
+        v = "-" if r["value"] is None else f"{r['value']:.6g}"
+        grp = f"{r['group']} {r['interval_s']:g}s"
+        out.append(f"{r['plc_code']:<17}{r['address']:<17}{v:>16} {r['unit']:<8}{r['quality'].upper():<10}"
+                   f"{_s(r['age_s']):>10}  {'STALE' if r['stale'] else 'fresh':<6} {grp:<12}"
+                   f"{r['description']}")
+    out.append(f"{page.matched:,} of {page.total:,} tags shown; {page.stale_count:,} of all stale"
+               f" (no poll for {STALE_INTERVALS} x the group interval)")
+    return "\n".join(out)
+
+
+def _run_tags(args: argparse.Namespace, ring: str) -> int:
+    from .common.latest import LatestReader
+
+    reader = LatestReader(ring)
+    try:
+        while True:
+            page = reader.query(q=args.tags or None, limit=None)
+            text = json.dumps(page.to_json() | {"ring": ring}, sort_keys=True) if args.json else render_tags(page)
+            if args.watch and not args.json:
+                text = "\x1b[H\x1b[2J" + text
+            print(text, flush=True)
+            if not args.watch:
+                break
+            time.sleep(max(0.2, args.watch))
+    except KeyboardInterrupt:
+        return exitcodes.OK
+    finally:
+        reader.close()
+    if args.check and (not page.present or any(r["stale"] for r in page.rows)):
+        return exitcodes.CHECK_FAILED
+    return exitcodes.OK
+# --- end live tag values ---
+
+
 def run(args: argparse.Namespace) -> int:
     """``python -m pipeline status`` with its parsed options (``pipeline.cli``). Returns the
     exit code: 0, 6 (``--check`` and not healthy) or 2 (a bad setting)."""
@@ -114,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"tagpipe status: {e}", file=sys.stderr)
         return exitcodes.CONFIG
     ring = args.ring or settings.ring_name
+    if getattr(args, "tags", None) is not None:
+        return _run_tags(args, ring)
     from .common.telemetry import Thresholds
 
     thresholds = Thresholds.from_settings(settings)

@@ -1,6 +1,8 @@
 """The shared-memory tag ring: the one thing the poller, the writer and the web process share.
 
-Depends on the standard library, numpy and posix_ipc only.
+Beside it, ``shm.table`` (imported by name, not re-exported here): a meaning-free shared
+table of fixed-width rows overwritten in place under per-block seqlocks (the poller's
+live tag values use it). Depends on the standard library, numpy and posix_ipc only.
 """
 
 from .errors import (

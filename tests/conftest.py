@@ -42,6 +42,9 @@ def ring_name():
     name = f"t{uuid.uuid4().hex[:12]}"
     yield name
     delete_ring(name, force=True)
+    from pipeline.common import latest
+
+    latest.remove(name)  # the poller's live-values table (issue 15)
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -124,6 +124,9 @@ timeout_s = 1
                     pass
             stop(proc)
             delete_ring(ring, force=True)
+            from pipeline.common import latest
+
+            latest.remove(ring)  # the poller's live-values table (issue 15)
 
 
 def test_names_are_found_in_rules_and_dashboard():

@@ -18,7 +18,7 @@ def test_wheel_builds_without_warnings_and_carries_package_data(tmp_path):
     assert "Warning" not in out, out
     (wheel,) = tmp_path.glob("tagpipe-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for data in ("web/static/status.js", "web/static/status.css", "web/templates/status.html",
+    for data in ("web/static/status.js", "web/static/tags.js", "web/static/status.css", "web/templates/status.html",
                  "pipeline/poller/demo_plant.toml"):
         assert data in names, data
     missing = [str(p.relative_to(REPO)) for pkg in ("pipeline", "shm", "web") for p in (REPO / pkg).rglob("*.py")

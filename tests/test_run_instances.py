@@ -21,12 +21,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def two_rings():
+    from pipeline.common import latest
     from shm import delete_ring
 
     names = [f"t{uuid.uuid4().hex[:12]}" for _ in range(2)]
     yield names
     for n in names:
         delete_ring(n, force=True)
+        latest.remove(n)  # the poller's live-values table (issue 15)
 
 
 def _starts(ring: str) -> tuple[int, int]:

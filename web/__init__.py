@@ -56,6 +56,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api.install_error_handlers(app)
     query.install(app, api.wants_json)
 
+    from . import tags  # issue 15: live tag values (/api/tags)
+
+    tags_bp, tags_reader = tags.make_blueprint(settings.ring_name)
+    app.register_blueprint(tags_bp)
+    app.extensions[EXTENSION].on_close.append(tags_reader.close)
+
     @app.after_request
     def _headers(resp):
         # Nothing here is secret, but nothing should be cached or framed either.
@@ -75,11 +81,14 @@ class _Runtime:
         self.monitor = monitor
         self.sampler = sampler
         self.settings = settings
+        self.on_close: list = []  # more mappings to drop (the live-values reader)
 
     def close(self) -> None:
         if self.sampler is not None:
             self.sampler.stop()
         self.monitor.close()
+        for close in self.on_close:
+            close()
 
 
 def runtime(app: Flask) -> _Runtime:

@@ -63,12 +63,69 @@ class Choice:
         return "one of " + ", ".join(self.choices)
 
 
+@dataclass(frozen=True)
+class Whole:
+    """A whole number from ``lo`` to ``hi`` in plain ASCII digits; ``default`` when absent."""
+
+    lo: int
+    hi: int
+    default: int
+
+    def parse(self, text: str) -> int:
+        if not (text.isascii() and text.isdigit()):  # "²".isdigit() is true too
+            raise ValueError("must be a whole number")
+        x = int(text)
+        if not self.lo <= x <= self.hi:
+            raise ValueError(f"must be from {self.lo:,} to {self.hi:,}")
+        return x
+
+    def describe(self) -> str:
+        return f"a whole number from {self.lo:,} to {self.hi:,} (default {self.default:,})"
+
+
+@dataclass(frozen=True)
+class Text:
+    """Printable text (at most ``MAX_PARAM_CHARS``); None when absent or empty."""
+
+    default: None = None
+
+    def parse(self, text: str) -> str | None:
+        if not text.isprintable():
+            raise ValueError("must be printable text")
+        return text or None
+
+    def describe(self) -> str:
+        return f"printable text of at most {MAX_PARAM_CHARS} characters"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """true/1/yes or false/0/no; None when absent or empty."""
+
+    default: None = None
+
+    def parse(self, text: str) -> bool | None:
+        if text == "":
+            return None
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError("must be true or false")
+
+    def describe(self) -> str:
+        return "true or false"
+
+
 HISTORY_MAX_S = 3600  # WEB_HISTORY_S's own maximum: no web process keeps more
 
 # endpoint (Flask's name) -> {parameter: its rule}. An endpoint not listed takes none.
-PARAMS: dict[str, dict[str, Number | Choice]] = {
+TAGS_LIMIT_MAX = 1000
+PARAMS: dict[str, dict[str, Number | Choice | Whole | Text | Flag]] = {
     "api.status": {"seconds": Number(10, HISTORY_MAX_S, 300)},
     "page.index": {"lang": Choice(("ko", "en"))},
+    "tags.tags": {"plc": Text(), "prefix": Text(), "q": Text(), "stale": Flag(),
+                  "limit": Whole(1, TAGS_LIMIT_MAX, 100), "offset": Whole(0, 10_000_000, 0)},
 }
 
 

@@ -125,16 +125,37 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
     log.info("polling %d PLCs, %d tags from %s%s", len(plant.plcs), plant.tag_count, plant.path,
              "" if settings.tags_file else " (demo plant, simulated: set TAGS_FILE for real PLCs)")
 
+    latest = _live_values(settings.ring_name, plant, log)
+
     async def run() -> bool:
-        poller = Poller(producer, plant, sources, signals)
+        poller = Poller(producer, plant, sources, signals, latest=latest)
         sdnotify.ready(f"polling {len(plant.plcs)} PLCs, {plant.tag_count} tags")
         await poller.run(settings.shutdown_timeout_s)
         return poller.ring_lost
 
-    if asyncio.run(run()):
+    try:
+        lost = asyncio.run(run())
+    finally:
+        if latest is not None:
+            latest.close()  # the table stays: the web process shows the last values and their age
+    if lost:
         return exitcodes.ERROR  # the ring vanished: a restart recreates it
     log.info("stop requested (%s): last polls published", signals.signal_name or "stop")
     return exitcodes.OK
+
+
+def _live_values(ring: str, plant: PlantConfig, log: logging.Logger):
+    """The live-values table for ``plant`` (issue 15), replacing the previous poller's; None
+    (logged, polling goes on) when /dev/shm cannot hold it."""
+    from pipeline.common.latest import LatestTable
+
+    from .scheduler import latest_groups
+
+    try:
+        return LatestTable.create(ring, latest_groups(plant))
+    except OSError as e:
+        log.error("no live tag values (/api/tags): cannot create the latest-values table: %s", e)
+        return None
 
 
 # --- OPC UA (issue 14) ---
@@ -184,17 +205,28 @@ def _opcua_preflight(plant: PlantConfig, secrets: dict[str, str | None], log: lo
 def _run_load(producer, args, signals: StopSignals, log: logging.Logger) -> int:
     from shm.ring import now_us
 
-    from .loadgen import LoadGenerator
+    from pipeline.common.latest import LatestTable
+
+    from .loadgen import LoadGenerator, load_groups
     from .scheduler import SOURCE_KIND
 
     producer.set("poller.source_kind", SOURCE_KIND["load"])
     producer.set("poller.started_us", now_us())
     producer.set("poller.plc_count", 0)
-    gen = LoadGenerator(producer, args.rate, args.duration, signals)
+    try:
+        latest = LatestTable.create(producer.name, load_groups(args.rate))
+    except OSError as e:
+        log.error("no live tag values (/api/tags): cannot create the latest-values table: %s", e)
+        latest = None
+    gen = LoadGenerator(producer, args.rate, args.duration, signals, latest=latest)
     sdnotify.ready(f"load mode: {args.rate:g} values/s for {args.duration:g} s")
     log.info("load mode: %s values/s for %g s into ring %r", f"{args.rate:,.0f}" if args.rate else "max",
              args.duration, producer.name)
-    res = gen.run()
+    try:
+        res = gen.run()
+    finally:
+        if latest is not None:
+            latest.close()
     line = (f"load mode: published {res.published:,} values in {res.elapsed_s:.2f} s ="
             f" {res.rate:,.0f} values/s (asked {f'{res.target_rate:,.0f}' if res.target_rate else 'max'};"
             f" {res.late_ticks} late ticks)")

@@ -22,11 +22,23 @@ from shm import RECORD_DTYPE
 from shm.layout import QUALITY_GOOD
 from shm.ring import now_us
 
+from pipeline.common.latest import GroupSpec, LatestTable
+
 log = logging.getLogger("tagpipe.poller.load")
 
 LOAD_PLCS = 10
 LOAD_TAGS_PER_PLC = 100
 MAX_TEMPLATE = 2_000_000  # records (128 MB)
+
+
+def load_groups(rate: float, tick_s: float = 0.01) -> list[GroupSpec]:
+    """The live-values table's blocks in load mode: one group per load PLC, its interval
+    the time between two values of one tag at ``rate`` values/s (a tick at most)."""
+    ntags = LOAD_PLCS * LOAD_TAGS_PER_PLC
+    interval = max(tick_s, ntags / rate) if rate > 0 else tick_s
+    return [GroupSpec(f"LOADPLC{i:02d}", "load", interval,
+                      tuple((f"D{t}", "", "load mode sine") for t in range(LOAD_TAGS_PER_PLC)))
+            for i in range(LOAD_PLCS)]
 
 
 @dataclass
@@ -45,7 +57,7 @@ class LoadGenerator:
     """Publishes ``rate`` values/s for ``duration_s`` (``rate`` 0: as fast as possible)."""
 
     def __init__(self, producer, rate: float, duration_s: float, stop_requested: Callable[[], bool] = lambda: False,
-                 tick_s: float = 0.01, clock: Callable[[], float] = time.monotonic) -> None:
+                 tick_s: float = 0.01, clock: Callable[[], float] = time.monotonic, latest: LatestTable | None = None) -> None:
         self.producer = producer
         self.rate = float(rate)
         self.duration_s = float(duration_s)
@@ -67,6 +79,13 @@ class LoadGenerator:
         self.template["quality"] = QUALITY_GOOD
         self.phase = (idx % ntags) * (2 * np.pi / ntags)
         self.published = 0
+        # Live tag values (issue 15): the last value of each of the 1,000 tags, kept here and
+        # written to the table after every publish (template record i is tag i % 1,000).
+        self.latest = latest
+        self._blocks = [latest.block(i) for i in range(LOAD_PLCS)] if latest is not None else []
+        self._last_value = np.full(ntags, np.nan)
+        self._last_us = np.zeros(ntags, dtype=np.int64)
+        self._quality = np.full(LOAD_TAGS_PER_PLC, QUALITY_GOOD, dtype=np.uint8)
 
     def batch(self, n: int, ts_us: int) -> np.ndarray:
         """``n`` (at most the template's length) records stamped ``ts_us`` (a fresh array:
@@ -117,8 +136,21 @@ class LoadGenerator:
         return LoadResult(self.published, max(elapsed, 1e-9), self.rate, late)
 
     def _publish(self, n: int) -> None:
+        off = self.published % (len(self.template) - n + 1)
         recs = self.batch(n, now_us())
         self.producer.publish(recs)
+        if self._blocks:
+            self._note_latest(off, recs)
         self.published += n
         self.producer.add("poller.values", n)
         self.producer.add("poller.polls", 1)
+
+    def _note_latest(self, off: int, recs: np.ndarray) -> None:
+        ntags = len(self._last_value)
+        tail = max(0, len(recs) - ntags)  # the last 1,000 records hold each tag's last value
+        tags = (off + np.arange(tail, len(recs))) % ntags
+        self._last_value[tags] = recs["value"][tail:]
+        self._last_us[tags] = recs["ts_us"][tail:]
+        per = LOAD_TAGS_PER_PLC
+        for i, blk in enumerate(self._blocks):
+            blk.write(self._last_value[i * per:(i + 1) * per], self._quality, self._last_us[i * per:(i + 1) * per])

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.common import sdnotify, telemetry
+from pipeline.common.latest import GroupRows, GroupSpec, LatestTable
 from shm import RECORD_DTYPE
 from shm.layout import FLAG_NULL, QUALITY_BAD
 from shm.ring import now_us  # wall-clock us since 1970 UTC, the clock of every ring time
@@ -38,12 +39,21 @@ SOURCE_KIND = telemetry.SOURCE_KIND
 HEARTBEAT_S = 0.25
 
 
+def latest_groups(plant: PlantConfig) -> list[GroupSpec]:
+    """The live-values table's blocks for ``plant``: every group of every PLC, in the
+    order ``Poller`` makes its group pollers."""
+    return [GroupSpec(plc.code, g.name, g.interval_s, tuple((t.address, t.unit, t.description) for t in g.tags))
+            for plc in plant.plcs for g in plc.groups]
+
+
 class GroupPoller:
     """Polls one group of one PLC and publishes what report-by-exception lets through."""
 
     def __init__(self, producer, source: Source, plc: PlcConfig, plc_index: int, group_index: int,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], int] = now_us) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], int] = now_us,
+                 latest: GroupRows | None = None) -> None:
         self.producer = producer
+        self.latest = latest  # this group's rows of the live-values table (None: not kept)
         self.source = source
         self.plc = plc
         self.group: GroupConfig = plc.groups[group_index]
@@ -87,6 +97,10 @@ class GroupPoller:
         nonfinite = ~np.isfinite(values) & (quality != QUALITY_BAD)
         if nonfinite.any():
             quality = np.where(nonfinite, QUALITY_BAD, quality).astype(np.uint8)
+        if self.latest is not None:
+            # Every poll, whatever the deadband lets into the ring: the live value and its
+            # age must be right for a steady tag too (pipeline.common.latest).
+            self.latest.write(np.where(quality == QUALITY_BAD, np.nan, values), quality, ts)
         now = self.clock()
         pub = self.deadband.select(values, quality, now)
         k = int(np.count_nonzero(pub))
@@ -174,17 +188,21 @@ class Poller:
     """All groups of all PLCs, the heartbeat and the stop request, on one event loop."""
 
     def __init__(self, producer, plant: PlantConfig, sources: list[Source], stop_requested: Callable[[], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, latest: LatestTable | None = None) -> None:
         self.producer = producer
         self.plant = plant
         self.sources = sources
         self.stop_requested = stop_requested
         self.clock = clock
+        # Group k of this list is block k of the live-values table (latest_groups' order).
         self.groups = [
             GroupPoller(producer, src, plc, i, g, clock=clock)
             for i, (plc, src) in enumerate(zip(plant.plcs, sources))
             for g in range(len(plc.groups))
         ]
+        if latest is not None:
+            for k, gp in enumerate(self.groups):
+                gp.latest = latest.block(k)
         self.watchdog = sdnotify.Watchdog()
         self.ring_lost = False
         self._init_header()
