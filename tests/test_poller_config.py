@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.poller import registers as R
+from pipeline.poller import registers
 from pipeline.poller.config import DEMO_PLANT, TagsFileError, load_plant
 
 GOOD = """
@@ -49,11 +49,11 @@ def test_good_file_loads_with_defaults_applied(tmp_path):
     g = plc.groups[0]
     assert (g.name, g.interval_s, len(g.tags)) == ("fast", 0.5, 5)
     d100, d102, d104, p1, co3 = g.tags
-    assert d100.spec == R.TagSpec(R.Location("hr", 100), "int16", "little", None, 0.1, 0.0)
+    assert d100.spec == registers.TagSpec(registers.Location("hr", 100), "int16", "little", None, 0.1, 0.0)
     assert d100.deadband == 0.5 and d100.max_silence_s == 60.0
     assert d102.spec.word_order == "little" and d104.spec.word_order == "big" and d104.max_silence_s == 10
-    assert p1.spec.location == R.Location("ir", 7)
-    assert co3.spec.location == R.Location("co", 3)
+    assert p1.spec.location == registers.Location("ir", 7)
+    assert co3.spec.location == registers.Location("co", 3)
     assert sim.protocol == "simulator" and sim.groups[0].tags[0].sim.wave == "ramp"
     assert sim.groups[0].interval_s == 2.0 and sim.groups[0].tags[0].type == "float32"
     assert plant.tag_count == 6

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from pipeline.poller import registers as R
+from pipeline.poller import registers
 from pipeline.poller.config import load_plant
 from pipeline.poller.sources.base import SourceUnavailable
 from pipeline.poller.sources.modbus import ModbusPlc, quiet_pymodbus
@@ -41,7 +41,7 @@ def _layout(cases):
     """Holding register words and the tag table for CASES, packed back to back from hr:10."""
     words, tags, addr = [0] * 10, [], 10
     for value, type_, order in cases:
-        regs = R.encode_registers(value, type_, order)
+        regs = registers.encode_registers(value, type_, order)
         words += regs
         tags.append((f"hr:{addr}", type_, order, value))
         addr += len(regs)
@@ -142,7 +142,7 @@ def test_contiguous_tags_are_coalesced_into_few_requests(tmp_path):
     holding = list(range(1000, 1300)) + [0] * 2000 + [77] + [0] * 10
     inputs = [0] * 40
     for i in range(20):
-        inputs[2 * i : 2 * i + 2] = R.encode_registers(float(i) + 0.5, "float32")
+        inputs[2 * i : 2 * i + 2] = registers.encode_registers(float(i) + 0.5, "float32")
     coils = [bool(i % 3 == 0) for i in range(48)]
     lines = [f'    {{ address = "hr:{i}", type = "int16" }}' for i in range(300)]
     lines += [f'    {{ address = "ir:{2 * i}", type = "float32" }}' for i in range(20)]

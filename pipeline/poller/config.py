@@ -23,7 +23,7 @@ from pipeline.common.telemetry import MAX_PLCS
 from shm.layout import check_field_text
 
 from . import melsec, opcua_config
-from . import registers as R
+from . import registers
 
 PROTOCOLS = ("modbus", "simulator", melsec.PROTOCOL, "opcua")  # mc: validation in melsec.py; opcua: in opcua_config.py
 WAVES = ("sine", "ramp", "counter", "square", "walk", "constant")
@@ -94,7 +94,7 @@ class SimSpec:
 class TagConfig:
     address: str  # what the record carries as tag_address (ASCII, <= 16 bytes)
     type: str
-    spec: R.TagSpec | melsec.McTagSpec | None  # where and how to read it (Modbus, MC); None for simulated tags
+    spec: registers.TagSpec | melsec.McTagSpec | None  # where and how to read it (Modbus, MC); None for simulated tags
     deadband: float | None = None  # absolute, engineering units; None: every poll is published
     max_silence_s: float = DEFAULT_MAX_SILENCE_S
     unit: str = ""
@@ -281,8 +281,8 @@ class _Loader:
                 self.fail(f"{where}.password", "********", "unknown key (passwords are never read from the tag file)")
         # --- end OPC UA ---
         ctx = {
-            "word_order": self.text(t, "word_order", where, "big", R.WORD_ORDERS),
-            "d_base": self.number(t, "d_base", where, 0, 0, R.MAX_ADDRESS, integer=True),
+            "word_order": self.text(t, "word_order", where, "big", registers.WORD_ORDERS),
+            "d_base": self.number(t, "d_base", where, 0, 0, registers.MAX_ADDRESS, integer=True),
             "max_silence_s": self.number(t, "max_silence_s", where, DEFAULT_MAX_SILENCE_S, 0, 86_400, lo_open=True),
             "protocol": protocol,
             "mc": mc,
@@ -331,9 +331,9 @@ class _Loader:
             check_field_text("tag address", address)
         except ValueError as e:
             self.fail(f"{where}.address", address, str(e))
-        types = melsec.DATA_TYPES if ctx["protocol"] == melsec.PROTOCOL else R.DATA_TYPES
+        types = melsec.DATA_TYPES if ctx["protocol"] == melsec.PROTOCOL else registers.DATA_TYPES
         type_ = self.text(t, "type", where, "float32" if ctx["protocol"] == "simulator" else None, types)
-        word_order = self.text(t, "word_order", where, ctx["word_order"], R.WORD_ORDERS)
+        word_order = self.text(t, "word_order", where, ctx["word_order"], registers.WORD_ORDERS)
         scale = self.number(t, "scale", where, 1.0)
         if scale == 0:
             self.fail(f"{where}.scale", t["scale"], "must not be 0 (every value would read 0)")
@@ -352,17 +352,17 @@ class _Loader:
             key = "register" if "register" in t else "address"
             reg_text = self.text(t, key, where)
             try:
-                loc = R.parse_location(reg_text, ctx["d_base"])
+                loc = registers.parse_location(reg_text, ctx["d_base"])
             except ValueError as e:
                 self.fail(f"{where}.{key}", reg_text, str(e))
-            if loc.kind in R.BIT_KINDS:
+            if loc.kind in registers.BIT_KINDS:
                 if type_ != "bool":
                     self.fail(f"{where}.type", type_, f"a {loc.kind} address holds one bit: the type must be bool")
                 if bit is not None:
                     self.fail(f"{where}.bit", bit, "a coil or discrete input is already a single bit")
-            if loc.index + R.TYPE_WIDTH[type_] - 1 > R.MAX_ADDRESS:
+            if loc.index + registers.TYPE_WIDTH[type_] - 1 > registers.MAX_ADDRESS:
                 self.fail(f"{where}.{key}", reg_text, f"a {type_} there runs past the last Modbus address")
-            spec = R.TagSpec(loc, type_, word_order, bit, scale, offset)
+            spec = registers.TagSpec(loc, type_, word_order, bit, scale, offset)
         else:
             if "register" in t:
                 self.fail(f"{where}.register", t["register"], "a simulator PLC has no registers")

@@ -22,7 +22,7 @@ from pymodbus.exceptions import ModbusException
 
 from shm.layout import QUALITY_BAD, QUALITY_GOOD
 
-from .. import registers as R
+from .. import registers
 from ..config import PlcConfig
 from .base import Reading, SourceUnavailable
 
@@ -42,7 +42,7 @@ class ModbusPlc:
     def __init__(self, plc: PlcConfig, clock=time.monotonic) -> None:
         self.code = plc.code
         self.plc = plc
-        self.plans = [R.ReadPlan([t.spec for t in g.tags], plc.max_gap) for g in plc.groups]  # type: ignore[misc]
+        self.plans = [registers.ReadPlan([t.spec for t in g.tags], plc.max_gap) for g in plc.groups]  # type: ignore[misc]
         self._clock = clock
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
@@ -101,11 +101,11 @@ class ModbusPlc:
         for i, rd in enumerate(plan.reads):
             self.requests += 1
             try:
-                if rd.kind == R.HOLDING:
+                if rd.kind == registers.HOLDING:
                     rsp = await client.read_holding_registers(rd.start, count=rd.count, device_id=unit)
-                elif rd.kind == R.INPUT:
+                elif rd.kind == registers.INPUT:
                     rsp = await client.read_input_registers(rd.start, count=rd.count, device_id=unit)
-                elif rd.kind == R.COIL:
+                elif rd.kind == registers.COIL:
                     rsp = await client.read_coils(rd.start, count=rd.count, device_id=unit)
                 else:
                     rsp = await client.read_discrete_inputs(rd.start, count=rd.count, device_id=unit)
@@ -122,7 +122,7 @@ class ModbusPlc:
                 answers.append([])
                 self._last_error = f"exception response to {rd.kind}:{rd.start}+{rd.count}: {rsp}"
                 continue
-            answers.append(rsp.bits if rd.kind in R.BIT_KINDS else rsp.registers)
+            answers.append(rsp.bits if rd.kind in registers.BIT_KINDS else rsp.registers)
         padded = [a if ok[i] else [0] * plan.reads[i].count for i, a in enumerate(answers)]
         values = plan.decode(padded)
         quality = np.where(ok[plan.tag_read], QUALITY_GOOD, QUALITY_BAD).astype(np.uint8)
