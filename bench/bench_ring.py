@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<12} {rate:>14,.0f} {ratio:>10.1f}x {lost:>6}  {verdict}")
     declared, actual = shm_bytes_per_100k()
     print(f"shared memory for 100,000 records: {actual:,} bytes ({actual / 1e6:.2f} MB; layout says {declared:,};"
-          f" seed: about 25 MB; limit 6.5 MB)")
+          f" original feature: about 25 MB; limit 6.5 MB)")
     return 0 if ok and actual <= 6_500_000 else 1
 
 

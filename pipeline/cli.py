@@ -60,7 +60,7 @@ def _status_options(p: argparse.ArgumentParser) -> None:
 def _overflow_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer-size", type=int, default=1000, help="scratch ring capacity (records)")
     p.add_argument("--overflow-count", type=int, default=500, help="records published beyond the capacity")
-    p.add_argument("--batch", type=int, default=1, help="records per publish (default 1, as the seed did)")
+    p.add_argument("--batch", type=int, default=1, help="records per publish (default 1, as the original feature did)")
     p.add_argument("--ring", default=f"overflowcheck{os.getpid()}", help="scratch ring name")
 
 

@@ -28,7 +28,7 @@ def bad(name: str, value: str) -> ConfigError:
     return e.value
 
 
-def test_defaults_match_the_seed_and_the_spec():
+def test_defaults_match_the_original_feature_and_the_spec():
     s = load()
     assert (s.buffer_max_size, s.buffer_alert_threshold, s.buffer_batch_size, s.buffer_write_interval_s) == (100_000, 80.0, 500, 0.5)
     assert (s.oracle_port, s.oracle_pool_min, s.oracle_pool_max, s.db_retry_max) == (1521, 2, 5, 3)

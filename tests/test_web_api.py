@@ -89,7 +89,7 @@ def app_for():
         runtime(a).close()
 
 
-def test_buffer_status_reports_the_ring_counters_with_the_seed_field_names(rig, app_for):
+def test_buffer_status_reports_the_ring_counters_with_the_original_field_names(rig, app_for):
     client = app_for(rig.name)
     rig.publish(300)
     rig.commit(50)
@@ -105,7 +105,7 @@ def test_buffer_status_reports_the_ring_counters_with_the_seed_field_names(rig, 
     assert body["published"] == 300 and body["committed"] == 50
 
 
-def test_overflow_rate_is_the_seed_overflow_check_figure(rig, app_for):
+def test_overflow_rate_is_the_original_overflow_check_figure(rig, app_for):
     client = app_for(rig.name)
     rig.publish(1500)  # capacity 1000, nothing committed: 500 overwritten of 1500
     body = client.get("/api/buffer/status").get_json()
@@ -166,7 +166,7 @@ def test_writer_metrics_roll_up_the_ten_second_buckets(rig, app_for):
     assert body["is_running"] is True
 
 
-def test_combined_metrics_keep_the_seed_nesting(rig, app_for):
+def test_combined_metrics_keep_the_original_nesting(rig, app_for):
     client = app_for(rig.name)
     rig.publish(100)
     rig.commit(40)

@@ -1,7 +1,7 @@
-"""The JSON API: the seed's four endpoints (field names are a contract) and ``/api/status``.
+"""The JSON API: the original feature's four endpoints (field names are a contract) and ``/api/status``.
 
 Every handler answers from one ``Monitor.read()`` view. Fields are only ever added, never
-renamed. When the ring cannot be read, the seed's fields are present with ``null`` values,
+renamed. When the ring cannot be read, the original feature's fields are present with ``null`` values,
 ``ring_present`` is false and the answer is 503. Nothing here changes state.
 """
 

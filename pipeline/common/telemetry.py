@@ -56,7 +56,7 @@ HOUR_BUCKETS = 60  # one per minute: records published / overwritten (producer),
 HOUR_BUCKET_S = 60
 WRITER_BUCKETS = 30  # one per 10 s: the writer's 5-minute rolling metrics
 WRITER_BUCKET_S = 10
-WRITER_WINDOW_S = WRITER_BUCKETS * WRITER_BUCKET_S  # 300 s: the seed's 5-minute window
+WRITER_WINDOW_S = WRITER_BUCKETS * WRITER_BUCKET_S  # 300 s: the original feature's 5-minute window
 MAX_PLCS = 64  # rows of the PLC table: at most this many PLCs per poller
 PLC_COLUMNS = ("code0", "code1", "connected", "last_good_poll_us", "last_poll_us", "polls", "errors", "overruns",
                "last_duration_us", "tags", "values", "consecutive_errors", "last_error_us")
@@ -339,9 +339,9 @@ _FROZEN = dict(frozen=True, slots=True)
 
 @dataclass(**_FROZEN)
 class Buffer:
-    """The seed's buffer figures plus the raw counters they come from.
+    """The original feature's buffer figures plus the raw counters they come from.
 
-    The seed's overflow means records dropped, so ``overflow_count`` is the exact loss
+    The original feature's overflow means records dropped, so ``overflow_count`` is the exact loss
     count (``lost``, the consumer's count of records overwritten before it read them) and
     ``overflow_rate_pct`` is records lost / records published over the last hour, from the
     consumer's loss buckets and the producer's publish buckets. Losses are counted when the
@@ -384,7 +384,7 @@ class WriterBucket:
 
 @dataclass(**_FROZEN)
 class WriterWindow:
-    """The seed's rolling 5-minute writer metrics (counted in batches). ``success_rate_pct``
+    """The original feature's rolling 5-minute writer metrics (counted in batches). ``success_rate_pct``
     is 100.0 when nothing was attempted; ``writes_in_window`` tells the two apart."""
 
     successful_writes: int

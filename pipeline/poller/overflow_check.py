@@ -1,11 +1,11 @@
-"""``python -m pipeline overflow-check --buffer-size 1000 --overflow-count 500``: the seed's check.
+"""``python -m pipeline overflow-check --buffer-size 1000 --overflow-count 500``: the original feature's check.
 
 On a scratch ring of ``--buffer-size`` records with no writer attached, publish
 ``buffer-size + overflow-count`` records, print the ring's statistics (as the monitoring
 API computes them, ``pipeline.common.telemetry.buffer_status``) and check them: the ring is full;
 a writer attaching then gets the newest ``buffer-size`` records and, once it commits, exactly
 ``overflow-count`` records are counted dropped (oldest first: the overflow count is the exact
-loss count) and the overflow rate is ``overflow / (size + overflow)`` (33.3 % for the seed's
+loss count) and the overflow rate is ``overflow / (size + overflow)`` (33.3 % for the original feature's
 figures). The scratch ring is
 deleted afterwards, whatever happens. Exit 0 when the figures match, 6 when not.
 """
