@@ -20,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# RUN_ARGS e.g. "--rate 1000 --duration 60" (the simulator's load mode); see README "operations".
+# RUN_ARGS e.g. "--rate 1000 --duration 60" (the simulator's load mode); see docs/operations.md.
 run: $(STAMP)
 	$(PY) -m pipeline $(RUN_ARGS)
 

@@ -13,7 +13,7 @@
 # DATA_DIR/NAME, backups in BACKUP_DIR/NAME; started as tagpipe@NAME.target. It refuses
 # (exit 2) settings that clash with another pipeline's file there (ring, port, paths).
 #
-# Steps (each also in README "operations"): system group and user, data and backup
+# Steps (each also in docs/operations.md): system group and user, data and backup
 # folders, a virtual environment with tagpipe installed, the environment file (settings,
 # mode 0640 root:GROUP, because it holds the Oracle password), the rendered units in
 # UNIT_DIR, daemon-reload, enable and start tagpipe.target.
@@ -138,6 +138,8 @@ if [ "$PYTHON" = "$APP_DIR/.venv/bin/python" ]; then
   "$PYTHON" -m pip install --quiet "$SRC"
 fi
 install -m 0644 "$SRC/README.md" "$APP_DIR/README.md"
+install -d -m 0755 "$APP_DIR/docs"
+install -m 0644 "$SRC"/docs/*.md "$APP_DIR/docs/"
 
 echo "4. settings in $SETTINGS_FILE (kept if it exists; mode 0640 root:$GROUP_NAME)"
 install -d -m 0755 "$ENV_DIR"

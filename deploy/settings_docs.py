@@ -21,7 +21,7 @@ BEGIN, END = "<!-- settings-table -->", "<!-- /settings-table -->"
 
 HEADER = """\
 # tagpipe settings: copy to .env (make run) or to the systemd EnvironmentFile
-# (/etc/tagpipe/tagpipe.env, see README "operations") and uncomment what you change.
+# (/etc/tagpipe/tagpipe.env, see docs/operations.md) and uncomment what you change.
 # The environment wins over this file. Every line below shows the default.
 # A setting with an older name answers to both; giving both with different values is an error.
 # Generated from pipeline/common/settings.py by deploy/settings_docs.py: do not edit by hand.

@@ -10,7 +10,7 @@ modules would hand them its state). Each child:
 - gets one SIGTERM if this supervisor dies (``PR_SET_PDEATHSIG``), so no orphan keeps running;
 - logs straight to the inherited stderr, one ``write()`` per line. multiprocessing-logging
   was measured here to wedge (a child SIGKILLed while holding its queue's lock stopped
-  every other child's lines for good, after 1 to 45 kills): see README "operations".
+  every other child's lines for good, after 1 to 45 kills): see docs/operations.md ("Logs").
 
 One supervisor per ring: before any child starts, the supervisor lock of the ring
 (``pipeline.instance``) is taken; a second supervisor exits 4 at once, starting nothing.

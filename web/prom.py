@@ -3,7 +3,7 @@
 A custom collector reads one ``Monitor.read()`` view per scrape (nothing is kept between
 scrapes), in a private registry, so the output has only tagpipe's metrics. Units follow
 Prometheus conventions: seconds, bytes, ratios 0..1, ``_total`` counters. The names are
-listed in the README ("Prometheus metrics"). Counters come from the ring's header and only
+listed in docs/web.md ("Prometheus metrics"). Counters come from the ring's header and only
 go up; a replaced ring (new epoch) restarts them, which Prometheus treats as a reset.
 """
 

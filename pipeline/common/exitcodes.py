@@ -1,4 +1,4 @@
-"""Named exit codes of every tagpipe process (documented in the README)."""
+"""Named exit codes of every tagpipe process (documented in docs/operations.md, "Exit codes")."""
 
 OK = 0  # orderly stop
 ERROR = 1  # unexpected error (logged); systemd restarts the unit

@@ -2,7 +2,7 @@
 
 Every mistake raises ``TagsFileError`` whose one-line message names the file, the key path
 (``plcs[1].groups[0].tags[3].type``) and the bad value; nothing is truncated or guessed.
-The format is documented in the README's poller section; ``demo_plant.toml`` (the
+The format is documented in docs/poller.md; ``demo_plant.toml`` (the
 simulator's plant) and ``deploy/tags.example.toml`` are complete examples.
 """
 

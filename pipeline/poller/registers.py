@@ -1,6 +1,6 @@
 """Modbus addressing, read planning and decoding: pure code, no I/O, no pymodbus.
 
-Addresses (documented in the README's poller section):
+Addresses (documented in docs/poller.md):
 
 * ``hr:N`` holding register, ``ir:N`` input register, ``co:N`` coil, ``di:N`` discrete
   input, where N is the **0-based protocol address** (what goes on the wire). The classic

@@ -27,7 +27,7 @@ CONNECTION_LOST = frozenset({
 })
 
 # The codes known to be transient. classify() does not consult this set (every code not in
-# PERMANENT is transient); it records which codes were considered, for the README table.
+# PERMANENT is transient); it records which codes were considered, for the table in docs/oracle.md.
 TRANSIENT = CONNECTION_LOST | frozenset({
     "DPY-4005",  # timed out waiting for the pool
     "DPY-6005",  # cannot connect (listener down, refused, unreachable)
