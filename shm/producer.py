@@ -318,7 +318,7 @@ class Producer(_Endpoint):
                 hu[W_OVERWRITTEN_UPTO] = floor
             elif upto > hu[W_OVERWRITTEN_UPTO]:
                 hu[W_OVERWRITTEN_UPTO] = upto
-        t = time.time_ns() // 1000
+        t = now_us()
         self.h.i[W_PRODUCER_HEARTBEAT] = t
         if self.on_account is not None:
             self.on_account(n, overwritten, t)

@@ -38,6 +38,8 @@ import time
 
 import numpy as np
 
+from .header import now_us
+
 SHM_DIR = "/dev/shm"
 MAGIC = int.from_bytes(b"TPTABLE1", "little")
 HEADER_BYTES = 4096
@@ -123,7 +125,7 @@ class TableWriter:
         os.close(fd)
         head = np.frombuffer(mm, dtype=_H, count=8)
         head[1:8] = [dtype.itemsize, rows, len(block_sizes), len(meta), dtype_fingerprint(dtype),
-                     time.time_ns() // 1000, os.getpid()]
+                     now_us(), os.getpid()]
         np.frombuffer(mm, dtype=_H, count=len(block_sizes), offset=starts)[:] = (
             np.concatenate([[0], np.cumsum(block_sizes)[:-1]]) if block_sizes else [])
         mm[meta_off:meta_off + len(meta)] = meta
