@@ -81,6 +81,10 @@ class Producer(_Endpoint):
         self._pack = _RECORD_STRUCT.pack_into
         self._published = int(self.h.u[W_PUBLISHED])
         self._fill_hole()
+        # The producer before this one, as it left the header (for the gap ledger): starts,
+        # last heartbeat (us), pid, state (ROLE_STATE code; 1 "running" = it did not stop).
+        self.previous = (int(self.h.get("producer.starts")), int(self.h.get("producer.heartbeat_us")),
+                         int(self.h.get("producer.pid")), int(self.h.get("producer.state")))
         self.h.u[_W["producer.pid"]] = os.getpid()
         self.h.add("producer.starts", 1)
         self.h.set("producer.state", 1)
