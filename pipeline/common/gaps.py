@@ -125,3 +125,41 @@ def split(records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
     if not mask.any():
         return records, records[:0], None
     return records[~mask], records[mask], np.flatnonzero(~mask)
+
+
+SQLITE_TABLE = "TAG_DATA_GAP"  # the SQLite sink's gap table (next to TAG_DATA)
+
+
+def query_sqlite(path: str, from_us: int, to_us: int, plc: str | None = None, kind: str | None = None,
+                 limit: int = 100, offset: int = 0) -> tuple[list[Gap], int]:
+    """Gaps overlapping ``[from_us, to_us)`` (us since 1970 UTC) from the SQLite database at
+    ``path``, newest first: (one page of ``limit`` rows from ``offset``, total matching).
+    ``plc`` matches that PLC's gaps and those of all PLCs ("*"). Opens the file read-only;
+    a file or table not created yet reads as no gaps. Raises sqlite3.Error (locked too
+    long, not a database)."""
+    import os
+    import sqlite3
+    import urllib.parse
+
+    if not os.path.exists(path):
+        return [], 0
+    conn = sqlite3.connect("file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro", uri=True, timeout=2.0)
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (SQLITE_TABLE,)).fetchone() is None:
+            return [], 0
+        where = ["START_TS < ?", "END_TS >= ?"]
+        args: list = [to_us, from_us]
+        if plc:
+            where.append("PLC_CODE IN (?, ?)")
+            args += [plc, ALL_PLCS]
+        if kind:
+            where.append("KIND = ?")
+            args.append(kind)
+        cond = " AND ".join(where)
+        total = conn.execute(f"SELECT COUNT(*) FROM {SQLITE_TABLE} WHERE {cond}", args).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT RING_EPOCH, KIND, FIRST_SEQ, LAST_SEQ, ROW_COUNT, START_TS, END_TS, PLC_CODE, DETAIL FROM {SQLITE_TABLE}"
+            f" WHERE {cond} ORDER BY START_TS DESC, FIRST_SEQ DESC LIMIT ? OFFSET ?", args + [limit, offset]).fetchall()
+    finally:
+        conn.close()
+    return [Gap(int(r[0]) & ((1 << 64) - 1), *r[1:]) for r in rows], int(total)
