@@ -222,3 +222,36 @@ timeout_s = 0.5
         halt(writer)
         halt(poller)
         server.stop()
+
+
+def test_ring_replaced_under_the_writer_is_one_poller_down_gap_in_the_new_stream(ring_name, tmp_path):
+    from shm import delete_ring
+
+    from tests.writer_helpers.util import ring_value
+
+    db = db_path(tmp_path)
+    prod = start_producer(ring_name, tmp_path, count=1000, batch=500)
+    writer = start_writer(ring_name, tmp_path, BUFFER_WRITE_INTERVAL="0.05")
+    prod2 = None
+    try:
+        assert producer_done(prod) == 1000
+        wait_until(lambda: db.exists() and db_counts(db)[0] == 1000, 60, "the first ring written")
+        halt(prod)
+        stopped_at = int(time.time() * 1e6)
+        delete_ring(ring_name, force=True)  # the writer still holds the consumer role
+        time.sleep(0.5)
+        prod2 = start_producer(ring_name, tmp_path, count=300, batch=100)
+        assert producer_done(prod2) == 300
+        new_epoch = ring_value(ring_name, "epoch")
+        wait_until(lambda: db_counts(db)[0] == 1300, 60, "the new ring written")
+        [g] = gaps(db)
+        assert (g["KIND"], g["FIRST_SEQ"], g["DETAIL"]) == ("poller_down", 0, "ring_replaced")
+        assert g["RING_EPOCH"] & ((1 << 64) - 1) == new_epoch
+        # From the old ring's last producer heartbeat to the new ring's creation.
+        assert stopped_at - 3_000_000 < g["START_TS"] <= stopped_at
+        assert g["END_TS"] - g["START_TS"] >= 500_000
+        assert ring_fields(ring_name)["writer.gaps_poller_down"] == 1
+    finally:
+        halt(writer)
+        halt(prod)
+        halt(prod2)
