@@ -98,3 +98,27 @@ def test_metrics_count_gaps_by_kind(ring_name, app_for):  # noqa: F811
         assert one(m, "tagpipe_gaps_recorded_total", kind="quarantine") == 0
     finally:
         rig.close()
+
+
+def test_the_documented_data_and_gaps_query_runs_on_sqlite(ledger):
+    """The query of docs/writer.md ("Gap ledger") against real tables: values of one tag
+    and hour, and the gaps that touch it, in time order."""
+    import re
+    import sqlite3
+
+    from tests.conftest import REPO
+    from tests.oracle_emulator.fixtures import make_records
+
+    text = (REPO / "docs" / "writer.md").read_text()
+    section = text[text.index("<!-- section:gap-ledger -->"):]
+    sql = re.search(r"```sql\n(.*?)```", section, re.S).group(1)
+    sink = SqliteSink(ledger)
+    try:
+        sink.write(5, make_records(range(5000, 5003), ts_us=[T0 + 10, T0 + 20, T0 + H + 1]))
+    finally:
+        sink.close()
+    conn = sqlite3.connect(ledger)
+    rows = conn.execute(sql).fetchall()
+    conn.close()
+    assert [(r[0], r[1]) for r in rows] == [(T0, "gap:overwritten"), (T0 + 10, "value"), (T0 + 20, "value")]
+    assert rows[0][4] == T0 + 60_000_000
