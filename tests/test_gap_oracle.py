@@ -11,7 +11,8 @@ from pipeline.common.settings import load_settings
 from pipeline.writer import backup as B
 from pipeline.writer.sinks.oracle import OracleSink
 from tests.conftest import REPO
-from tests.oracle_emulator.fixtures import make_records
+from tests.oracle_emulator.fixtures import *  # noqa: F401,F403  (fixtures)
+from tests.oracle_emulator.fixtures import make_records, make_sink
 from tests.test_oracle_config import sql_statements
 
 T0 = 1_736_937_045_000_000
@@ -30,6 +31,11 @@ def test_oracle_gap_rows_from_shipped_ddl_written_retried_and_replayed_once(tmp_
             with conn.cursor() as cur:
                 for stmt in sql_statements(REPO / "sql" / "01_tables.sql") + sql_statements(REPO / "sql" / "04_gap_table.sql"):
                     cur.execute(stmt)
+        from pipeline.writer.checkdb import check_oracle
+
+        out: list[str] = []
+        check_oracle(load_settings(env, env_file=None), out=out.append)
+        assert "gap table TAG_DATA_GAP: present" in out, out
         sink = OracleSink.from_settings(load_settings(env, env_file=None))
         assert sink.gap_table == "TAG_DATA_GAP"
         lost = G.make_record(G.OVERWRITTEN, 100, T0, T0 + 5_000_000, G.ALL_PLCS, "199")
@@ -59,3 +65,18 @@ def test_oracle_gap_rows_from_shipped_ddl_written_retried_and_replayed_once(tmp_
         assert len(catalog.rows("TAG_DATA")) == 100
     finally:
         server.stop()
+
+
+def test_missing_oracle_gap_table_never_holds_the_data_back(target, tables, caplog):
+    """sql/04_gap_table.sql not run: the data commits, the gap is logged as not recorded."""
+    table, cursor_table = tables
+    sink = make_sink(target, table, cursor_table)
+    gap = G.make_record(G.OVERWRITTEN, 0, T0, T0 + 1_000_000, G.ALL_PLCS, "9")
+    try:
+        with caplog.at_level("ERROR", logger="tagpipe.oracle"):
+            res = sink.write(3, np.concatenate([gap, make_records(range(10, 20))]))
+        assert (res.written, res.gaps, sink.gaps_dropped) == (10, [], 1)
+        assert "NOT recorded" in caplog.text and "04_gap_table.sql" in caplog.text
+    finally:
+        sink.close()
+    assert len(target.rows(table)) == 10
