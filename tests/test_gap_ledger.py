@@ -255,3 +255,54 @@ def test_ring_replaced_under_the_writer_is_one_poller_down_gap_in_the_new_stream
         halt(writer)
         halt(prod)
         halt(prod2)
+
+
+def test_unreachable_gap_published_during_an_outage_is_recorded_once_after_writer_sigkill_and_replay(ring_name, tmp_path):
+    """The poller's gap record reaches a backup file while the database is locked; the
+    writer is SIGKILLed, the database comes back, a new writer replays: one row."""
+    from tests.poller_helpers.modbus_server import ModbusTestServer
+
+    db = db_path(tmp_path)
+    server = ModbusTestServer(holding=[7] * 16).start()
+    tags = tmp_path / "tags.toml"
+    tags.write_text(f"""
+[[plcs]]
+code = "KRCWO12ELOA102"
+protocol = "modbus"
+host = "127.0.0.1"
+port = {server.port}
+timeout_s = 0.5
+  [[plcs.groups]]
+  interval_s = 0.2
+  tags = [ {{ address = "hr:0", type = "int16" }} ]
+""")
+    poller = spawn(["-m", "pipeline.poller"], tmp_path, None, RING_NAME=ring_name, TAGS_FILE=str(tags))
+    writer = start_writer(ring_name, tmp_path, **FAST)
+    locker = None
+    try:
+        wait_until(lambda: db.exists() and db_counts(db)[0] > 0, 30, "Modbus values written")
+        locker = _lock(db)
+        server.stop()
+        time.sleep(1.5)
+        server.start()
+
+        def spilled() -> bool:
+            return any("GAP:plc_unreachable" in (tmp_path / "backup" / n).read_text() for n in backup_files(tmp_path))
+
+        wait_until(spilled, 30, "the gap line in a backup file")
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(10)
+        _unlock(locker)
+        locker = None
+        writer = start_writer(ring_name, tmp_path, **FAST)
+        wait_until(lambda: len(gaps(db, "plc_unreachable")) == 1 and not backup_files(tmp_path), 60, "replayed")
+        time.sleep(1.0)
+        [g] = gaps(db, "plc_unreachable")
+        assert g["PLC_CODE"] == "KRCWO12ELOA102" and g["END_TS"] - g["START_TS"] >= 1_000_000
+        assert len(gaps(db)) == 1
+    finally:
+        if locker is not None:
+            _unlock(locker)
+        halt(writer)
+        halt(poller)
+        server.stop()
