@@ -306,3 +306,43 @@ timeout_s = 0.5
         halt(writer)
         halt(poller)
         server.stop()
+
+
+def test_poller_stopped_cleanly_closes_its_open_episode_and_the_next_start_says_stopped(ring_name, tmp_path):
+    """A PLC that never answers, then SIGTERM: the open episode ends with the poller (one
+    plc_unreachable row up to the stop); the next start records poller_down "stopped"."""
+    from tests.poller_helpers.modbus_server import refused_port
+
+    db = db_path(tmp_path)
+    tags = tmp_path / "tags.toml"
+    tags.write_text(f"""
+[[plcs]]
+code = "KRCWO12ELOA103"
+protocol = "modbus"
+host = "127.0.0.1"
+port = {refused_port()}
+timeout_s = 0.3
+  [[plcs.groups]]
+  interval_s = 0.2
+  tags = [ {{ address = "hr:0", type = "int16" }} ]
+""")
+    env = {"RING_NAME": ring_name, "TAGS_FILE": str(tags)}
+    poller = spawn(["-m", "pipeline.poller"], tmp_path, None, **env)
+    writer = start_writer(ring_name, tmp_path, BUFFER_WRITE_INTERVAL="0.1")
+    try:
+        wait_until(lambda: db.exists() and db_counts(db)[0] > 0, 30, "the BAD row written")
+        time.sleep(1.0)  # a few more failed polls
+        halt(poller)  # SIGTERM: a clean stop
+        assert poller.returncode == 0, log_text(poller)
+        stopped_at = int(time.time() * 1e6)
+        wait_until(lambda: len(gaps(db, "plc_unreachable")) == 1, 30, "the open episode recorded")
+        [u] = gaps(db, "plc_unreachable")
+        assert u["PLC_CODE"] == "KRCWO12ELOA103" and u["END_TS"] <= stopped_at and u["END_TS"] > u["START_TS"]
+        time.sleep(1.0)
+        poller = spawn(["-m", "pipeline.poller"], tmp_path, None, **env)
+        wait_until(lambda: len(gaps(db, "poller_down")) == 1, 30, "poller_down gap written")
+        [d] = gaps(db, "poller_down")
+        assert d["DETAIL"] == "stopped" and d["START_TS"] <= stopped_at < d["END_TS"]
+    finally:
+        halt(writer)
+        halt(poller)
