@@ -13,7 +13,8 @@ Record (64 bytes, little-endian, numpy structured dtype ``RECORD_DTYPE``)::
     40     16   tag_address  ASCII, NUL padded, at most 16 bytes (e.g. D100)
     56     1    quality      QUALITY_GOOD=1, QUALITY_BAD=2, QUALITY_UNCERTAIN=3
     57     1    flags        FLAG_PADDING (hole left by a producer killed mid-publish),
-                             FLAG_NULL (value is NULL)
+                             FLAG_NULL (value is NULL), FLAG_GAP (not a value: a gap
+                             of collection, see pipeline/common/gaps.py)
     58     6    reserved     zero
 
 The ring's epoch (a random 63-bit id chosen when the segment is created) is in the
@@ -66,6 +67,7 @@ QUALITY_CODES = {name: code for code, name in QUALITY_NAMES.items()}
 
 FLAG_PADDING = 0x01
 FLAG_NULL = 0x02
+FLAG_GAP = 0x04  # a gap-ledger record (pipeline/common/gaps.py), routed to the gap table
 
 HEADER_BYTES = 16384
 HEADER_WORDS = HEADER_BYTES // 8

@@ -88,6 +88,10 @@ class Producer(_Endpoint):
         stall = os.environ.get(TEST_PUBLISH_STALL_ENV)
         if stall:
             self._install_test_stall(stall)
+        # The producer before this one, as it left the header (for the gap ledger): starts,
+        # last heartbeat (us), pid, state (ROLE_STATE code; 1 "running" = it did not stop).
+        self.previous = (int(self.h.get("producer.starts")), int(self.h.get("producer.heartbeat_us")),
+                         int(self.h.get("producer.pid")), int(self.h.get("producer.state")))
         self.h.u[_W["producer.pid"]] = os.getpid()
         self.h.add("producer.starts", 1)
         self.h.set("producer.state", 1)

@@ -48,9 +48,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sampler = Sampler(monitor, interval).start() if interval > 0 else None
     app.extensions[EXTENSION] = _Runtime(monitor, sampler, settings)
 
-    from . import api, page, prom, query
+    from . import api, gaps, page, prom, query
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(gaps.bp)
     app.register_blueprint(prom.make_blueprint(monitor))
     app.register_blueprint(page.bp)
     api.install_error_handlers(app)

@@ -97,6 +97,10 @@ class RingCollector:
         yield _g("tagpipe_backup_oldest_age_seconds", "age of the oldest value in backup files waiting for replay (0: none)",
                  ws.backup_oldest_age_s or 0.0)
         yield _c("tagpipe_backup_corrupt_lines", "unreadable backup-file lines sent to quarantine", ws.corrupt_lines)
+        gaps = CounterMetricFamily("tagpipe_gaps_recorded", "gap rows added to the gap table (the gap ledger), by kind", labels=["kind"])
+        for kind, n in ws.gaps_recorded.items():
+            gaps.add_metric([kind], n)
+        yield gaps
         yield _c("tagpipe_database_probes", "database probes made while the database was down", ws.probes)
         if ws.disk_free_bytes is not None:
             yield _g("tagpipe_backup_disk_free_bytes", "free bytes under BACKUP_FILE_PATH", ws.disk_free_bytes)

@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from flask import Flask, g, jsonify, request
+
+from pipeline.common.gaps import KIND_CODES
 
 MAX_PARAM_CHARS = 64  # longer values are refused before parsing (none of ours is longer)
 # Plain decimal notation in ASCII only: float() alone would also take "1_000", " 300 ",
@@ -117,15 +120,62 @@ class Flag:
         return "true or false"
 
 
+@dataclass(frozen=True)
+class Code:
+    """A PLC code: 1 to 16 printable ASCII characters without spaces; None when absent."""
+
+    default: None = None
+
+    def parse(self, text: str) -> str:
+        if not re.fullmatch(r"[\x21-\x7e]{1,16}", text):
+            raise ValueError("must be a PLC code (1 to 16 printable ASCII characters, no spaces)")
+        return text
+
+    def describe(self) -> str:
+        return "a PLC code"
+
+
+MIN_US, MAX_US = 0, 253_402_300_799_999_999  # 1970 .. 9999-12-31T23:59:59.999999 UTC
+
+
+@dataclass(frozen=True)
+class Time:
+    """A time as microseconds since 1970 UTC (ASCII digits) or ISO-8601 (no zone = UTC),
+    returned in microseconds; None when absent (the handler picks the default)."""
+
+    default: None = None
+
+    def parse(self, text: str) -> int:
+        if text.isascii() and text.isdigit():
+            us = int(text)
+        else:
+            try:
+                dt = datetime.fromisoformat(text)
+                if dt.tzinfo is None:
+                    dt = dt.replace(tzinfo=timezone.utc)
+                us = int(dt.timestamp() * 1_000_000)
+            except (ValueError, OverflowError):
+                raise ValueError("must be microseconds since 1970 UTC or an ISO-8601 time") from None
+        if not MIN_US <= us <= MAX_US:
+            raise ValueError("must be from 1970 to 9999")
+        return us
+
+    def describe(self) -> str:
+        return "microseconds since 1970 UTC or an ISO-8601 time"
+
+
 HISTORY_MAX_S = 3600  # WEB_HISTORY_S's own maximum: no web process keeps more
 
 # endpoint (Flask's name) -> {parameter: its rule}. An endpoint not listed takes none.
 TAGS_LIMIT_MAX = 1000
-PARAMS: dict[str, dict[str, Number | Choice | Whole | Text | Flag]] = {
+GAP_KINDS = tuple(KIND_CODES)
+PARAMS: dict[str, dict[str, Number | Choice | Whole | Text | Flag | Code | Time]] = {
     "api.status": {"seconds": Number(10, HISTORY_MAX_S, 300)},
     "page.index": {"lang": Choice(("ko", "en"))},
     "tags.tags": {"plc": Text(), "prefix": Text(), "q": Text(), "stale": Flag(),
                   "limit": Whole(1, TAGS_LIMIT_MAX, 100), "offset": Whole(0, 10_000_000, 0)},
+    "gaps.list_gaps": {"from": Time(), "to": Time(), "plc": Code(), "kind": Choice(GAP_KINDS),
+                       "limit": Whole(1, 1000, 100), "offset": Whole(0, 1_000_000, 0)},
 }
 
 

@@ -301,6 +301,7 @@ class Settings:
     oracle_pool_max: int = _setting(5, "Most connections the pool opens.", 1, 64)
     oracle_table: str = _setting("TAG_DATA", "Table the writer inserts into.", check=_ident)
     oracle_cursor_table: str = _setting("TAGPIPE_CURSOR", "Table holding the writer's position per ring epoch, updated in the same transaction as the rows (exactly once).", check=_ident)
+    oracle_gap_table: str = _setting("", "Gap ledger table (sql/04_gap_table.sql); empty: ORACLE_TABLE + _GAP, e.g. TAG_DATA_GAP.", check=_ident)
     oracle_columns: str = _setting("", "Column names of an existing table, e.g. TS=MEAS_TIME,PLC_CODE=PLC_ID,RING_EPOCH=-,SEQ=- (- = the table has no such column).", check=_oracle_columns_reason)
     oracle_call_timeout_ms: int = _setting(30_000, "Longest a single database call may take (a black-holed network cannot hang the writer).", 500, 600_000)
     oracle_connect_timeout_s: float = _setting(10.0, "TCP connect timeout for each new connection.", 0.5, 120.0)

@@ -32,6 +32,9 @@ from typing import Any, Callable
 from shm import Consumer, LayoutMismatch, Observer, Producer, RingMissing, Table, TelemetrySchema, Word, Words
 from shm import layout as L
 from shm.ring import now_us
+from .gaps import KINDS as _GAP_KIND_NAMES
+
+GAP_KINDS = tuple(_GAP_KIND_NAMES.values())  # the gap ledger's kinds, in code order
 
 US = 1_000_000
 
@@ -112,6 +115,11 @@ SCHEMA = TelemetrySchema(
         ("writer.stuck_call", "u64", "STUCK_CALL code of the database call not answering (0: none)"),
         ("writer.stuck_since_us", "i64", "when that call started (0: none)"),
         ("writer.lost_bucketed", "u64", "consumer.lost already added to the loss minute buckets"),
+        # The gap ledger (pipeline/common/gaps.py): rows added to the gap table, by kind.
+        ("writer.gaps_overwritten", "u64", "gap rows recorded: records overwritten before the writer read them (total)"),
+        ("writer.gaps_poller_down", "u64", "gap rows recorded: poller not running (total)"),
+        ("writer.gaps_plc_unreachable", "u64", "gap rows recorded: PLC unreachable episodes (total)"),
+        ("writer.gaps_quarantine", "u64", "gap rows recorded: rows moved to quarantine (total)"),
     ]),
     Table("loss_hour", "consumer", HOUR_BUCKETS, ("minute", "lost"),
           doc="bucket minute % 60: records found lost (consumer.lost grew) in that minute"),
@@ -294,6 +302,11 @@ class WriterMetrics:
     def corrupt_lines(self, n: int) -> None:
         self.c.add("writer.corrupt_lines", n)
 
+    def gaps_recorded(self, kinds: list[str]) -> None:
+        """Count gap rows the database added (``kinds``: one gap kind name per row)."""
+        for kind in kinds:
+            self.c.add(f"writer.gaps_{kind}", 1)
+
     def replayed(self, rows: int) -> None:
         self.c.add("writer.rows_replayed", rows)
 
@@ -436,6 +449,7 @@ class WriterState:
     backup_oldest_us: int | None
     backup_oldest_age_s: float | None
     corrupt_lines: int
+    gaps_recorded: dict[str, int]  # gap rows added to the gap table, by kind (pipeline/common/gaps.py)
     stuck_call: str | None  # the database call without an answer (None: none)
     stuck_for_s: float | None  # how long it has waited
 
@@ -689,6 +703,7 @@ def writer_state(snap) -> WriterState:
         backup_oldest_us=int(f["writer.backup_oldest_us"]) or None,
         backup_oldest_age_s=_round(_age_s(now, f["writer.backup_oldest_us"])),
         corrupt_lines=int(f["writer.corrupt_lines"]),
+        gaps_recorded={k: int(f[f"writer.gaps_{k}"]) for k in GAP_KINDS},
         stuck_call=STUCK_CALL.get(int(f["writer.stuck_call"]), "unknown") if int(f["writer.stuck_call"]) else None,
         stuck_for_s=_round(_age_s(now, f["writer.stuck_since_us"]), 1),
     )

@@ -31,6 +31,7 @@ from shm.ring import now_us  # wall-clock us since 1970 UTC, the clock of every 
 
 from .config import GroupConfig, PlantConfig, PlcConfig
 from .deadband import Deadband
+from . import gaps
 from .sources.base import Source, SourceUnavailable
 
 log = logging.getLogger("tagpipe.poller")
@@ -69,6 +70,7 @@ class GroupPoller:
         self.partial = False
         self.failed_polls = 0
         self.fail_since = 0.0
+        self.episode: tuple[int, str] | None = None  # (first failed poll time in us, its error): gaps.py
         self.polls = self.overruns = 0
 
     @property
@@ -138,6 +140,7 @@ class GroupPoller:
                 log.info("%s answers again after %d failed polls (%.1f s)", self.name, self.failed_polls,
                          now - self.fail_since)
                 self.failed_polls = 0
+                self.end_episode(ts)
         else:
             slot.add("errors", 1)
             slot.add("consecutive_errors", 1)
@@ -146,6 +149,7 @@ class GroupPoller:
             if not self.failing:
                 self.failing = True
                 self.fail_since = now
+                self.episode = (ts, error)
                 log.warning("%s does not answer (%s): its %d tags are BAD until it does", self.name, error, self.n)
         if error:
             p.add("poller.poll_errors", 1)
@@ -160,6 +164,13 @@ class GroupPoller:
                 log.info("%s: every tag reads again", self.name)
             self.partial = bool(error)
         return k
+
+    def end_episode(self, end_us: int) -> None:
+        """Publish the gap record of the unreachable episode that ends at ``end_us``."""
+        if self.episode is not None:
+            start_us, error = self.episode
+            self.episode = None
+            self.producer.publish(gaps.unreachable_record(self.plc.code, start_us, end_us, error))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll every ``interval_s`` until ``stop`` is set (the poll in progress finishes)."""
@@ -206,6 +217,7 @@ class Poller:
         self.watchdog = sdnotify.Watchdog()
         self.ring_lost = False
         self._init_header()
+        gaps.publish_start_gap(producer)
 
     def _init_header(self) -> None:
         p = self.producer
@@ -279,6 +291,9 @@ class Poller:
                 if not t.done():
                     t.cancel()
             await asyncio.wait([hb], timeout=1.0)
+            if not self.ring_lost:
+                for g in self.groups:  # an episode still open ends with the poller
+                    g.end_episode(now_us())
             for s in self.sources:
                 await s.close()
             self.producer.heartbeat()

@@ -5,6 +5,10 @@ A backup file holds rows that are durable on disk but not yet in the database::
     timestamp,plc_code,tag_address,tag_value,quality,ring_epoch,seq
     2025-01-15T10:30:45.123456,KRCWO12ELOA101,D100,1234.5,GOOD,4611686018427387904,17
 
+A gap-ledger record (pipeline/common/gaps.py) is a line whose quality says
+``GAP:<kind>``; its tag_value is the gap's end (us since 1970) and its tag_address the
+gap's detail, e.g. ``2025-01-15T10:30:45.000000,*,4096,1736937046000000.0,GAP:overwritten,...``.
+
 The first five columns are the original design's (operators open these files in a
 spreadsheet); ``timestamp`` is UTC with microseconds; ``tag_value`` is empty for NULL
 (BAD quality). The identity columns come after. Files of the original format (five
@@ -30,6 +34,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from pipeline.common import gaps as G
 from shm import layout as L
 
 from . import records as R
@@ -80,6 +85,15 @@ def format_rows(epoch: int, records: np.ndarray) -> bytes:
     """CSV lines (current format) of ``records`` of stream ``epoch``."""
     if len(records) == 0:
         return b""
+    gap = G.is_gap(records)
+    if gap.any():
+        g = records[gap]
+        ts = np.datetime_as_string(g["ts_us"].astype("datetime64[us]"), unit="us").tolist()
+        plc = R.decode_codes(g["plc_code"].tolist())
+        detail = R.decode_codes(g["tag_address"].tolist())
+        lines = [f"{t},{p},{d},{float(r['value'])!r},{G.BACKUP_PREFIX}{G.KINDS[int(r['quality'])]},{int(epoch)},{int(r['seq'])}\n"
+                 for t, p, d, r in zip(ts, plc, detail, g)]
+        return "".join(lines).encode("ascii", "replace") + format_rows(epoch, records[~gap])
     ts, plc, tag, vals, quality, seq = R.text_columns(records)
     e = str(int(epoch))
     lines = [f"{t},{p},{a},{v},{q},{e},{s}\n" for t, p, a, v, q, s in zip(ts, plc, tag, vals, quality, seq)]
@@ -209,6 +223,9 @@ def _slow_ts(text: str) -> int:
     return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
+_GAP_BIT = 0x80  # marks a gap line's kind in the parsed quality column (read_chunk)
+
+
 def parse_line(fields: list[str], line_no: int, file_epoch: int) -> tuple[int, int, int, str, str, float | None, int]:
     """Validate one line's fields. Returns (epoch, seq, ts_us, plc, tag, value, quality).
     Raises ValueError with the reason."""
@@ -234,7 +251,9 @@ def parse_line(fields: list[str], line_no: int, file_epoch: int) -> tuple[int, i
     if value is not None and value != value:
         value = None
     q = L.QUALITY_CODES.get(fields[4].strip().upper())
-    if q is None:
+    if q is None and fields[4].startswith(G.BACKUP_PREFIX) and len(fields) == 7:
+        q = _GAP_BIT | G.KIND_CODES.get(fields[4][len(G.BACKUP_PREFIX):], 0)  # a gap line: see read_chunk
+    if q is None or q == _GAP_BIT:
         raise ValueError(f"quality {fields[4]!r} is not GOOD, BAD or UNCERTAIN")
     return epoch, seq, ts, plc, tag, value, q  # type: ignore[return-value]
 
@@ -289,7 +308,12 @@ def read_chunk(path: str, offset: int = 0, line_no: int = 0, max_rows: int = 50_
         else:
             chunk.eof = fh.read(1) == b""
     for epoch, ts, plc, tag, values, quality, seq in groups:
-        chunk.groups.append((epoch, R.make_records(ts, plc, tag, values, quality, seq)))
+        recs = R.make_records(ts, plc, tag, values, quality, seq)
+        gap = (recs["quality"] & _GAP_BIT) != 0
+        if gap.any():  # gap lines become FLAG_GAP records again
+            recs["quality"][gap] &= ~np.uint8(_GAP_BIT)
+            recs["flags"][gap] = L.FLAG_GAP
+        chunk.groups.append((epoch, recs))
     chunk.end_offset = offset
     chunk.end_line = line_no
     return chunk

@@ -101,6 +101,14 @@ def check_oracle(settings: Any, out=print) -> None:
                 except oracledb.Error:
                     pass
             out(f"writable: insert into {cfg.oracle_table} and {cfg.oracle_cursor_table}, cursor lock and update (rolled back)")
+            try:
+                cur.execute(f"SELECT RING_EPOCH, KIND, FIRST_SEQ, LAST_SEQ, ROW_COUNT, START_TS, END_TS, PLC_CODE, DETAIL, RECORDED_AT"
+                            f" FROM {sink.gap_table} WHERE 1 = 0")
+                out(f"gap table {sink.gap_table}: present")
+            except oracledb.Error as exc:
+                # Not fatal for the data (the writer logs gaps it cannot record), but the ledger is off.
+                out(f"WARNING gap table {sink.gap_table}: {classify(exc, 'reading it', cfg.secrets)}; run sql/04_gap_table.sql"
+                    " or set ORACLE_GAP_TABLE: gaps are not recorded until then")
     except SinkError as exc:
         raise _failed("", exc) from None  # the message says who, where and why
     finally:

@@ -38,6 +38,7 @@ from shm.ring import Consumer, ReadBatch, now_us
 
 from . import disk as D
 from .batching import BatchPolicy
+from .gaps import GapFinder, quarantine_record
 from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR_TRANSIENT, WriterMetrics
 from .quarantine import Quarantine
 from .replay import Replay
@@ -89,6 +90,7 @@ class Writer:
         self.quarantine = Quarantine(os.path.join(folder, "quarantine"))
         self.disk = D.DiskWatch(folder, settings.backup_min_free_mb, clock=clock)
         self.metrics = WriterMetrics(consumer)
+        self.gaps = GapFinder()  # gap-ledger records found in ring batches (gaps.py)
         self.circuit = Circuit(sink, self.metrics, settings.db_probe_min_interval_s, settings.db_probe_max_interval_s, folder)
         self.consumer = consumer
         self.batching = self._policy(consumer)
@@ -163,11 +165,14 @@ class Writer:
                 next_check = self.clock() + REPLACED_CHECK_S
                 if self.consumer.replaced():
                     log.warning("ring %r was replaced; attaching to the new one", self.consumer.name)
+                    old_heartbeat = int(self.consumer.get("producer.heartbeat_us"))
                     self.consumer.close()
                     self.consumer = reattach()
                     if self.consumer is None:
                         return 0
                     self.attach(self.consumer)
+                    c = self.consumer
+                    self.gaps.replaced(old_heartbeat, c.epoch, int(c.get("created_us")), c.committed)
         sdnotify.stopping("flushing")
         self.consumer.set("consumer.state", 2)  # ROLE_STATE "stopping", for the status page
         if self.flush(self.clock() + shutdown_timeout_s):
@@ -248,17 +253,18 @@ class Writer:
 
     def _deliver(self, batch: ReadBatch, route: str | None = None, stopping: bool = False, deadline: float = 0.0) -> bool:
         """Make ``batch`` durable and commit it in the ring. False if it stays in the ring."""
-        if len(batch.records) == 0:
+        recs = self.gaps.records_for(batch)  # the batch's records and the gaps it reveals
+        if len(recs) == 0:
             self._durable(batch, NOTHING, 0)
             return True
         route = route or self._route()
         if route == "hold":
             route = "spill"  # stopping: do not leave it for a replay that will not run now
-        if route == "db" and self._write_db(batch, stopping, deadline):
+        if route == "db" and self._write_db(batch, recs, stopping, deadline):
             return True
-        return self._spill(batch)
+        return self._spill(batch, recs)
 
-    def _write_db(self, batch: ReadBatch, stopping: bool, deadline: float) -> bool:
+    def _write_db(self, batch: ReadBatch, recs: np.ndarray, stopping: bool, deadline: float) -> bool:
         """Write with retries. True if committed; False after the last failed attempt (the
         circuit is then open and the caller spills the batch)."""
         attempts = self.s.db_retry_max
@@ -267,7 +273,7 @@ class Writer:
             t0 = time.perf_counter()
             try:
                 self.circuit.ensure_sink()
-                res = self.sink.write(batch.epoch, batch.records, on_rejected)
+                res = self.sink.write(batch.epoch, recs, on_rejected)
             except (SinkError, OSError) as e:
                 code = ERR_QUARANTINE if isinstance(e, OSError) else (ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
                 self.metrics.failed(code)
@@ -301,9 +307,9 @@ class Writer:
             return True
         return False
 
-    def _spill(self, batch: ReadBatch) -> bool:
+    def _spill(self, batch: ReadBatch, recs: np.ndarray) -> bool:
         try:
-            created = self.spool.spill(batch.epoch, batch.records)
+            created = self.spool.spill(batch.epoch, recs)
         except OSError as e:
             if self.disk.write_failed(e, len(batch.records)):
                 self.metrics.error(ERR_DISK_FULL)
@@ -332,6 +338,9 @@ class Writer:
         if batch is not None:
             self.consumer.commit(batch)
             record_losses(self.consumer)  # the commit is where losses are counted: bucket them by minute
+            self.gaps.durable(batch)
+        if res is not None and res.gaps:
+            self.metrics.gaps_recorded(res.gaps)
         if how in (DB, REPLAY):
             self.metrics.committed(rows, res.written, res.duplicates, lat_us)
         if how == REPLAY:
@@ -348,6 +357,7 @@ class Writer:
             n = self.quarantine.add_rows(epoch, rows, errors, source)
             self.metrics.quarantined(n)
             log.warning("quarantined %d rows refused by the database (first: %s %s)", n, errors[0].code, errors[0].message)
+            return quarantine_record(rows, n, self.quarantine.last_path)  # the sink writes it in this transaction
 
         return on_rejected
 

@@ -59,6 +59,7 @@ class Quarantine:
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
+        self.last_path = ""  # the file of the last append (its name goes into the gap ledger)
 
     def _append(self, rows: list[list[str]]) -> None:
         os.makedirs(self.folder, exist_ok=True)
@@ -78,6 +79,7 @@ class Quarantine:
             os.close(fd)
         if new:
             B.fsync_dir(self.folder)
+        self.last_path = path
 
     def add_rows(self, epoch: int, records: np.ndarray, errors: list, source: str) -> int:
         """Quarantine rows refused by the database (``errors``: RowError per row). Raises OSError."""

@@ -16,6 +16,8 @@ import time
 from typing import Callable
 
 from . import backup as B
+from . import records as R
+from .gaps import bad_lines_record
 from .sinks.base import OnRejected, WriteResult
 
 # (rows, result, latency us) of one write committed to the database
@@ -69,6 +71,13 @@ class Replay:
             self.metrics.corrupt_lines(n)
             self.quarantined_upto = max(b.line_no for b in fresh_bad)
             log.warning("%s: %d unreadable lines quarantined (first: line %d, %s)", name, n, fresh_bad[0].line_no, fresh_bad[0].reason)
+        if chunk.bad:
+            # The gap ledger's row for these lines, keyed by the first bad line in the
+            # file's own stream: written again (a no-op) when the chunk is read again.
+            qpath = self.quarantine.last_path or time.strftime("quarantine_%Y%m%d.csv", time.gmtime())
+            gap = bad_lines_record(chunk.bad[0].line_no, len(chunk.bad), int(time.time() * 1e6), qpath)
+            res = self.sink.write(R.synthetic_epoch(name), gap)
+            self._on_written(0, res, 0)
         for epoch, recs in chunk.groups:
             on_rejected: OnRejected = self._on_rejected_for(name, epoch)
             t0 = time.perf_counter()

@@ -244,7 +244,37 @@
       .then(function () { clearTimeout(timer); banner(); setTimeout(poll, refreshMs); });
   }
 
+  // --- gap ledger: /api/gaps (newest first) every 5 s; a table of the last 24 hours ---
+  function fullTime(us) { var d = new Date(us / 1000); return ymd(d) + " " + hms(d); }
+  function renderGaps(gaps) {
+    var tb = $("gaps").tBodies[0];
+    tb.textContent = "";
+    if (!gaps.length) {
+      var tr0 = tb.insertRow(); tr0.className = "empty";
+      var td0 = tr0.insertCell(); td0.colSpan = 6; td0.textContent = T.no_gaps;
+      return;
+    }
+    gaps.forEach(function (g) {
+      var tr = tb.insertRow();
+      tr.dataset.kind = g.kind; tr.dataset.firstSeq = String(g.first_seq);
+      var k = tr.insertCell(); k.textContent = T["gap." + g.kind] || g.kind; k.className = "bad";
+      tr.insertCell().textContent = g.plc_code === "*" ? (lang === "ko" ? "전체" : "all") : g.plc_code;
+      var a = tr.insertCell(); a.textContent = fullTime(g.start_us); a.dataset.value = String(g.start_us);
+      var b = tr.insertCell(); b.textContent = fullTime(g.end_us); b.dataset.value = String(g.end_us);
+      tr.insertCell().textContent = g.count ? fmtInt(g.count) : "-";
+      tr.insertCell().textContent = g.detail || "";
+    });
+  }
+  function pollGaps() {
+    fetch("/api/gaps?limit=50", { cache: "no-store" })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (d) { renderGaps(d.gaps); body.dataset.gaps = String(d.total); })
+      .catch(function () { /* an Oracle sink (501) or a locked file: the table keeps its last content */ })
+      .then(function () { setTimeout(pollGaps, 5000); });
+  }
+
   setInterval(tick, 500);
   tick();
   poll();
+  pollGaps();
 })();

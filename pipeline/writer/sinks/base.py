@@ -5,7 +5,8 @@ that belong to one identity stream ``epoch`` (the ring's epoch, or a synthetic o
 rows replayed from an original-format backup file), atomically: when ``write`` returns,
 the rows it reports as written are committed; when it raises, nothing of the batch is
 committed. Writing the same (epoch, seq) twice is harmless: the second time it is
-reported in ``duplicates``.
+reported in ``duplicates``. Records flagged FLAG_GAP go to the gap table (same
+transaction, key (epoch, kind, seq), a repeat ignored) and are counted in ``gaps`` only.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class WriteResult:
     written: int = 0
     duplicates: int = 0
     rejected: list[RowError] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)  # kinds of the gap rows this write added (not in written)
 
     @property
     def total(self) -> int:
@@ -55,8 +57,9 @@ class WriteResult:
 
 
 # on_rejected(rows: RECORD_DTYPE array of the rejected rows, errors: one RowError per row,
-# with ``index`` into the batch given to write()).
-OnRejected = Callable[[np.ndarray, list[RowError]], None]
+# with ``index`` into the batch given to write()). It may return gap records
+# (pipeline/common/gaps.py) that the sink then writes in the same transaction.
+OnRejected = Callable[[np.ndarray, list[RowError]], "np.ndarray | None"]
 
 
 @runtime_checkable

@@ -32,6 +32,7 @@ from typing import Any, ContextManager
 import numpy as np
 import oracledb
 
+from pipeline.common import gaps as G
 from pipeline.common.settings import parse_oracle_columns
 from .. import records as R
 from ..oracle_errors import PERMANENT, classify, first_line, full_code, is_connection_lost, scrub
@@ -48,6 +49,11 @@ NUMBER_MAX, NUMBER_MIN = 1e126, 1e-130  # magnitudes an Oracle NUMBER holds (mea
 # datetime64[us] -> datetime works for years 1..9999 only.
 TS_MIN_US = int(np.datetime64("0001-01-01T00:00:00", "us").astype(np.int64))
 TS_MAX_US = int(np.datetime64("9999-12-31T23:59:59.999999", "us").astype(np.int64))
+
+
+# The gap table is missing or lacks a column (sql/04_gap_table.sql not run): gaps are
+# logged, not recorded, and the data goes on (see OracleSink._insert_gaps).
+GAP_TABLE_MISSING = frozenset({"ORA-00942", "ORA-00904"})
 
 
 class _CommitLost(Exception):
@@ -76,6 +82,12 @@ class OracleSink:
         self.read_cursor_sql = f"SELECT NEXT_SEQ FROM {ct} WHERE RING_EPOCH = :1 FOR UPDATE WAIT {config.lock_wait_s}"
         self.update_cursor_sql = f"UPDATE {ct} SET NEXT_SEQ = :1, UPDATED_AT = :2 WHERE RING_EPOCH = :3"
         self.insert_cursor_sql = f"INSERT INTO {ct} (RING_EPOCH, NEXT_SEQ, UPDATED_AT) VALUES (:1, :2, :3)"
+        self.gap_table = config.oracle_gap_table or G.table_name(config.oracle_table)
+        self.gap_insert_sql = (
+            f"INSERT INTO {self.gap_table} (RING_EPOCH, KIND, FIRST_SEQ, LAST_SEQ, ROW_COUNT, START_TS, END_TS, PLC_CODE,"
+            " DETAIL, RECORDED_AT) VALUES (:1, :2, :3, :4, :5, :6, :7, :8, :9, :10)"
+        )
+        self.gaps_dropped = 0  # gap rows not recorded because the gap table is missing
         self.probe_sql = f"SELECT {', '.join(c for _, c in self.targets)} FROM {config.oracle_table} WHERE 1 = 0"
         self.pools = PoolKeeper(config)
         self.probe_error: SinkError | None = None  # why the last probe failed (None: it answered)
@@ -156,18 +168,23 @@ class OracleSink:
             return self._resolve(int(epoch), lost.end, lost.result, lost.failure)
 
     def _write(self, epoch: int, records: np.ndarray, on_rejected: OnRejected | None) -> WriteResult:
+        records, gap_recs, index = G.split(records)
         with self.connection() as conn:
             cur = conn.cursor()
             try:
                 next_seq, exists = self._read_cursor(cur, epoch)
             except oracledb.Error as exc:
                 raise classify(exc, f"reading {self.cfg.oracle_cursor_table}", self.cfg.secrets) from None
+            gaps = self._insert_gaps(cur, epoch, gap_recs)
             seqs = records["seq"]
             fresh = np.nonzero(seqs >= next_seq)[0]
             duplicates = len(records) - len(fresh)
             if len(fresh) == 0:
-                conn.rollback()  # releases the cursor row lock
-                return WriteResult(duplicates=duplicates)
+                if gaps:
+                    self._commit(conn, "commit of gap rows")
+                else:
+                    conn.rollback()  # releases the cursor row lock
+                return WriteResult(duplicates=duplicates, gaps=gaps)
             rows, sent, rejected = self.bind_rows(epoch, records, fresh)
             chunk = self.cfg.oracle_insert_chunk_rows
             for start in range(0, len(rows), chunk):  # one round trip per chunk, one transaction
@@ -185,9 +202,13 @@ class OracleSink:
                     rejected.append(RowError(int(sent[start + e.offset]), e.full_code, first_line(e)))
             rejected.sort(key=lambda r: r.index)
             if rejected and on_rejected is not None:
-                on_rejected(records[[r.index for r in rejected]], rejected)
+                more = on_rejected(records[[r.index for r in rejected]], rejected)
+                if more is not None:
+                    gaps += self._insert_gaps(cur, epoch, more)
+            if index is not None:  # report indices into the batch as given
+                rejected = [RowError(int(index[r.index]), r.code, r.message) for r in rejected]
             end = int(seqs[fresh].max()) + 1
-            result = WriteResult(written=len(fresh) - len(rejected), duplicates=duplicates, rejected=rejected)
+            result = WriteResult(written=len(fresh) - len(rejected), duplicates=duplicates, rejected=rejected, gaps=gaps)
             try:
                 self._advance_cursor(cur, epoch, end, exists)
             except oracledb.Error as exc:
@@ -201,6 +222,49 @@ class OracleSink:
             else:
                 return result
             raise lost  # leaves the with block as an error: the dead connection is dropped
+    def _insert_gaps(self, cur: oracledb.Cursor, epoch: int, gap_recs: np.ndarray) -> list[str]:
+        """Insert gap rows in the caller's transaction; a row already there (ORA-00001 on
+        the key RING_EPOCH, KIND, FIRST_SEQ) was written before. Returns the kinds added.
+        Raises TransientSinkError / PermanentSinkError (classified) for anything else."""
+        if len(gap_recs) == 0:
+            return []
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        gaps = [G.from_record(epoch, r) for r in gap_recs]
+
+        def ts(us: int) -> dt.datetime:
+            return np.datetime64(int(np.clip(us, TS_MIN_US, TS_MAX_US)), "us").astype(dt.datetime)
+
+        rows = [(epoch, g.kind, g.first_seq, g.last_seq, g.count, ts(g.start_us), ts(g.end_us), g.plc_code, g.detail or None, now)
+                for g in gaps]
+        try:
+            cur.setinputsizes(oracledb.DB_TYPE_NUMBER, 32, oracledb.DB_TYPE_NUMBER, oracledb.DB_TYPE_NUMBER, oracledb.DB_TYPE_NUMBER,
+                              oracledb.DB_TYPE_TIMESTAMP, oracledb.DB_TYPE_TIMESTAMP, STR_SIZE, 200, oracledb.DB_TYPE_TIMESTAMP)
+            cur.executemany(self.gap_insert_sql, rows, batcherrors=True)
+        except oracledb.Error as exc:
+            if full_code(exc) in GAP_TABLE_MISSING:
+                # The DBA has not run sql/04_gap_table.sql (yet): the data must not wait for
+                # the ledger. Only this statement failed; the transaction goes on. Said
+                # loudly, and check-db says it too.
+                log.error("gap table %s cannot be written (%s): %d gap rows NOT recorded (%s); run sql/04_gap_table.sql",
+                          self.gap_table, full_code(exc), len(gaps), ", ".join(f"{g.kind} {g.first_seq}" for g in gaps[:5]))
+                self.gaps_dropped += len(gaps)
+                return []
+            raise classify(exc, f"inserting into {self.gap_table}", self.cfg.secrets) from None
+        repeated = set()
+        for e in cur.getbatcherrors():
+            if e.full_code != "ORA-00001":
+                # A gap row is ours, never bad data: any other refusal is the table's fault.
+                raise PermanentSinkError(scrub(f"inserting into {self.gap_table}: {first_line(e)}", self.cfg.secrets), e.full_code)
+            repeated.add(e.offset)
+        return [g.kind for i, g in enumerate(gaps) if i not in repeated]
+
+    def _commit(self, conn: oracledb.Connection, what: str) -> None:
+        try:
+            conn.commit()
+        except oracledb.Error as exc:
+            # Gap rows are keyed: a lost commit outcome is resolved by sending them again.
+            raise classify(exc, what, self.cfg.secrets) from None
+
     def _resolve(self, epoch: int, end: int, result: WriteResult, failure: BaseException) -> WriteResult:
         code = full_code(failure)
         log.warning("commit outcome unknown (%s); reading %s for epoch %d", code, self.cfg.oracle_cursor_table, epoch)

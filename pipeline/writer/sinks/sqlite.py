@@ -8,6 +8,9 @@ Schema (created on first start; an existing table is used as it is)::
              RING_EPOCH INTEGER, SEQ INTEGER,   -- the record's identity
              PRIMARY KEY (RING_EPOCH, SEQ)) WITHOUT ROWID
     TAG_DATA_LOCAL           -- view: the same rows with a readable local time
+    TAG_DATA_GAP(RING_EPOCH, KIND, FIRST_SEQ, LAST_SEQ, ROW_COUNT, START_TS, END_TS,
+                 PLC_CODE, DETAIL, RECORDED_TS,  -- the gap ledger (docs/writer.md)
+                 PRIMARY KEY (RING_EPOCH, KIND, FIRST_SEQ))
 
 TS is integer microseconds, not ISO text: measured 15-20 % faster to insert and 26 %
 smaller (BENCHMARKS.md, section writer); the view gives the readable form. RING_EPOCH is
@@ -29,10 +32,13 @@ import functools
 import logging
 import os
 import sqlite3
+import time
 import urllib.parse
 from typing import Any
 
 import numpy as np
+
+from pipeline.common import gaps as G
 
 from .. import records as R
 from .base import OnRejected, PermanentSinkError, RowError, TransientSinkError, WriteResult
@@ -55,7 +61,25 @@ CREATE VIEW IF NOT EXISTS {TABLE}_LOCAL AS
 SELECT datetime(TS / 1000000, 'unixepoch', 'localtime') || '.' || printf('%06d', TS % 1000000) AS LOCAL_TIME,
        PLC_CODE, TAG_ADDRESS, TAG_VALUE, QUALITY, TS, RING_EPOCH, SEQ
 FROM {TABLE};
+CREATE TABLE IF NOT EXISTS {G.table_name(TABLE)} (
+    RING_EPOCH INTEGER NOT NULL,
+    KIND TEXT NOT NULL,
+    FIRST_SEQ INTEGER NOT NULL,
+    LAST_SEQ INTEGER NOT NULL,
+    ROW_COUNT INTEGER NOT NULL,
+    START_TS INTEGER NOT NULL,
+    END_TS INTEGER NOT NULL,
+    PLC_CODE TEXT NOT NULL,
+    DETAIL TEXT NOT NULL,
+    RECORDED_TS INTEGER NOT NULL,
+    PRIMARY KEY (RING_EPOCH, KIND, FIRST_SEQ)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS {G.table_name(TABLE)}_START ON {G.table_name(TABLE)} (START_TS);
 """
+GAP_INSERT = (
+    f"INSERT INTO {G.table_name(TABLE)} (RING_EPOCH, KIND, FIRST_SEQ, LAST_SEQ, ROW_COUNT, START_TS, END_TS, PLC_CODE,"
+    " DETAIL, RECORDED_TS) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (RING_EPOCH, KIND, FIRST_SEQ) DO NOTHING"
+)
 # Not "INSERT OR IGNORE": SQLite's IGNORE also skips rows that break a CHECK or NOT NULL
 # constraint, silently (verified on 3.40), which would lose bad rows instead of
 # quarantining them. The upsert form ignores only a repeated identity.
@@ -155,17 +179,23 @@ class SqliteSink:
             self.open()
         conn = self._conn
         assert conn is not None
-        n = len(records)
-        if n == 0:
+        if len(records) == 0:
             return WriteResult()
+        records, gap_recs, index = G.split(records)
+        n = len(records)
         flat = R.flat_row_values(records, R.signed64(epoch))
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                written, rejected = self._insert(conn, flat, 0)
+                gaps = _insert_gaps(conn, epoch, gap_recs)
+                written, rejected = self._insert(conn, flat, 0) if n else (0, [])
                 if rejected and on_rejected is not None:
                     idx = np.array([r.index for r in rejected], dtype=np.int64)
-                    on_rejected(records[idx], rejected)
+                    more = on_rejected(records[idx], rejected)
+                    if more is not None:
+                        gaps += _insert_gaps(conn, epoch, more)
+                    if index is not None:  # report indices into the batch as given
+                        rejected = [RowError(int(index[r.index]), r.code, r.message) for r in rejected]
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -174,7 +204,7 @@ class SqliteSink:
         except sqlite3.Error as err:
             self._reset_after(err)
             raise TransientSinkError(f"SQLite {self.path}: {err}", _classify(err)) from err
-        return WriteResult(written=written, duplicates=n - written - len(rejected), rejected=rejected)
+        return WriteResult(written=written, duplicates=n - written - len(rejected), rejected=rejected, gaps=gaps)
 
     def _insert(self, conn: sqlite3.Connection, flat: list, offset: int) -> tuple[int, list[RowError]]:
         """Insert the rows whose values ``flat`` holds (``R.flat_row_values``; batch indices
@@ -241,3 +271,17 @@ def _insert_rows(conn: sqlite3.Connection, flat: list) -> int:
     if full < len(flat):
         written += max(conn.execute(_insert_sql((len(flat) - full) // w), flat[full:]).rowcount, 0)
     return written
+
+
+def _insert_gaps(conn: sqlite3.Connection, epoch: int, gap_recs: np.ndarray) -> list[str]:
+    """Insert the gap rows of FLAG_GAP records (a row already there is skipped); returns
+    the kinds of the rows inserted."""
+    added = []
+    now = int(time.time() * 1e6)
+    for rec in gap_recs:
+        g = G.from_record(epoch, rec)
+        cur = conn.execute(GAP_INSERT, (R.signed64(epoch), g.kind, g.first_seq, g.last_seq, g.count, g.start_us, g.end_us,
+                                        g.plc_code, g.detail, now))
+        if cur.rowcount > 0:
+            added.append(g.kind)
+    return added
