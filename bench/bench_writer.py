@@ -283,9 +283,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def writer_rate(n: int, folder: Path, batch_max: int) -> tuple[float, float]:
+def writer_rate(n: int, folder: Path, batch_max: int, code: Path | None = None) -> tuple[float, float]:
     """(rows/s wall clock, rows per CPU second of the writer process) of a real writer
-    process draining n pre-published records."""
+    process draining n pre-published records; ``code``: run the writer of another
+    checkout (e.g. an earlier commit, for a before/after in one run)."""
     from pipeline.common.telemetry import SCHEMA, open_producer
     from shm import Observer, delete_ring
 
@@ -298,7 +299,8 @@ def writer_rate(n: int, folder: Path, batch_max: int) -> tuple[float, float]:
         obs = Observer(ring, telemetry=SCHEMA)
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.writer"], cwd=work, stderr=subprocess.DEVNULL,
-            env=_env(RING_NAME=ring, SQLITE_PATH=str(work / "w.db"), BACKUP_FILE_PATH=str(work / "backup"), BUFFER_BATCH_MAX=str(batch_max)),
+            env=_env(RING_NAME=ring, SQLITE_PATH=str(work / "w.db"), BACKUP_FILE_PATH=str(work / "backup"), BUFFER_BATCH_MAX=str(batch_max),
+                     **({"PYTHONPATH": str(code)} if code else {})),
         )
         try:
             # Read the one word, not a whole snapshot: this loop shares 2 cores with the writer.
@@ -403,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-statement", default="50,100,200,500,1000", help="rows per INSERT tried for the fastest plain method")
     ap.add_argument("--only-dictionary", action="store_true", help="only the tag dictionary probe")
     ap.add_argument("--only-multirow", action="store_true", help="only the writer against the fastest plain method")
+    ap.add_argument("--before", type=Path, default=None,
+                    help="a checkout of an earlier commit (git archive REV | tar -x -C DIR): its writer takes turns too (before/after in one run)")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from pipeline.common.settings import load_settings
@@ -436,10 +440,16 @@ def main(argv: list[str] | None = None) -> int:
         # Alternate the two, one round each in turn, and compare round by round: the
         # machine's other load moves both by up to 2x within minutes, a pair measured
         # back to back much less. The median of the per-round ratios is the figure.
-        ws2, ms = [], []
+        ws2, ms, bs = [], [], []
         for _ in range(a.rounds):
+            if a.before:
+                bs.append(writer_rate(a.rows, folder, default_max, code=a.before.resolve()))
             ws2.append(writer_rate(a.rows, folder, default_max))
             ms.append(ceiling_multirow(flat, default_max, fastest, folder))
+        if bs:
+            print(f"writer of {a.before} (before): median ratio {statistics.median(b[0] / m[0] for b, m in zip(bs, ms)):.2f} wall,"
+                  f" {statistics.median(b[1] / m[1] for b, m in zip(bs, ms)):.2f} per CPU second"
+                  f" (per round, per CPU s: {', '.join(f'{b[1] / m[1]:.2f}' for b, m in zip(bs, ms))})")
         wall_ratios = [w_[0] / m_[0] for w_, m_ in zip(ws2, ms)]
         cpu_ratios = [w_[1] / m_[1] for w_, m_ in zip(ws2, ms)]
         rw, rc = statistics.median(wall_ratios), statistics.median(cpu_ratios)
