@@ -131,22 +131,30 @@ def _data_view(buf, capacity: int) -> np.ndarray:
     return np.frombuffer(buf, dtype=L.RECORD_DTYPE, count=capacity, offset=L.HEADER_BYTES)
 
 
+# The records as opaque fixed-size items: numpy copies a structured array field by field
+# (~25-35 ns per record here), the same bytes as one item each at memcpy speed (~1.5 ns).
+_RAW = np.dtype((np.void, L.RECORD_DTYPE.itemsize))
+
+
 def _copy_out(data: np.ndarray, start: int, n: int) -> np.ndarray:
     """A copy of the ``n`` slots (``n <= len(data)``) holding seqs ``start``.. of the ring
-    ``data``: one numpy slice copy, two when the range wraps past the end."""
+    ``data``: one byte copy, two when the range wraps past the end."""
     cap = len(data)
     out = np.empty(n, dtype=L.RECORD_DTYPE)
+    raw_out, raw = out.view(_RAW), data.view(_RAW)
     s0 = start % cap
     n1 = min(n, cap - s0)
-    out[:n1] = data[s0 : s0 + n1]
+    raw_out[:n1] = raw[s0 : s0 + n1]
     if n1 < n:
-        out[n1:] = data[: n - n1]
+        raw_out[n1:] = raw[: n - n1]
     return out
 
 
 def _copy_in(data: np.ndarray, start: int, recs: np.ndarray) -> None:
     """Write ``recs`` (at most ``len(data)``) into the slots of seqs ``start``.. (wrapping)."""
     cap, n = len(data), len(recs)
+    if recs.dtype == L.RECORD_DTYPE:
+        data, recs = data.view(_RAW), recs.view(_RAW)  # same layout: copy bytes
     s0 = start % cap
     n1 = min(n, cap - s0)
     data[s0 : s0 + n1] = recs[:n1]

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the writer until stopped. Returns an exit code (see the module docstring)."""
     settings, _ = start_process("writer")
     signals = StopSignals().install()
+    from .heap import keep_batch_memory
+
+    keep_batch_memory()  # fewer page faults per batch; a no-op where the C library cannot
     from shm import RingError, RoleTaken
 
     from .loop import Writer
