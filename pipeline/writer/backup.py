@@ -33,6 +33,7 @@ import numpy as np
 
 from shm import layout as L
 
+from . import datafiles
 from . import records as R
 
 HEADER = "timestamp,plc_code,tag_address,tag_value,quality,ring_epoch,seq"
@@ -104,7 +105,7 @@ class BackupWriter:
             name = make_name(stamp, suffix)
             path = os.path.join(folder, name)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+                fd = datafiles.create(path, os.O_WRONLY | os.O_EXCL | os.O_APPEND)
                 break
             except FileExistsError:
                 suffix += 1
