@@ -96,7 +96,7 @@ class BackupWriter:
     def __init__(self, folder: str, now: float | None = None, after: str | None = None) -> None:
         """Create a new file in ``folder`` (made if missing) named for ``now`` (UTC), and
         sorting after the name ``after`` if given. Raises OSError (e.g. ENOSPC)."""
-        os.makedirs(folder, exist_ok=True)
+        datafiles.make_dirs(folder)
         stamp = stamp_of(time.time() if now is None else now)
         suffix = 1
         if after is not None and (k := name_key(after)) is not None and (stamp, suffix) <= k:

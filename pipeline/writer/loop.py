@@ -37,11 +37,11 @@ from shm.ring import Consumer, ReadBatch
 
 from . import disk as D
 from .batching import BatchPolicy
-from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR_TRANSIENT, WriterMetrics
+from .metrics import ERR_DB_GONE, ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR_TRANSIENT, WriterMetrics
 from .quarantine import Quarantine
 from .replay import Replay
 from .circuit import Circuit
-from .sinks.base import OnRejected, PermanentSinkError, SinkError, WriteResult
+from .sinks.base import OnRejected, PermanentSinkError, SinkError, SinkGoneError, WriteResult
 from .spool import Spool
 
 log = logging.getLogger("tagpipe.writer.loop")
@@ -56,6 +56,18 @@ DB = "database"  # the database committed a ring batch
 FILE = "backup file"  # a ring batch is in a backup file, file and folder fsynced
 NOTHING = "nothing to write"  # a ring batch of only lost or padding records
 REPLAY = "replay"  # rows of a backup file committed to the database (already durable on disk)
+
+
+def error_code(e: BaseException) -> int:
+    """The ``ERR_*`` code of a failed database write or replay (an OSError is the quarantine
+    file's: nothing could be committed)."""
+    if isinstance(e, SinkGoneError):
+        return ERR_DB_GONE
+    if isinstance(e, PermanentSinkError):
+        return ERR_PERMANENT
+    if isinstance(e, OSError):
+        return ERR_QUARANTINE
+    return ERR_TRANSIENT
 
 
 class Writer:
@@ -110,7 +122,7 @@ class Writer:
             self.metrics.error(ERR_NONE)
         except SinkError as e:
             log.error("database not available at start (%s); spilling to %s until it answers", e, self.s.backup_file_path)
-            self.circuit.trip(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
+            self.circuit.trip(error_code(e))
         self.publish_gauges(force=True)
 
     def attach(self, consumer: Consumer) -> None:
@@ -251,7 +263,7 @@ class Writer:
                 self.circuit.ensure_sink()
                 res = self.sink.write(batch.epoch, batch.records, on_rejected)
             except (SinkError, OSError) as e:
-                code = ERR_QUARANTINE if isinstance(e, OSError) else (ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
+                code = error_code(e)
                 self.metrics.failed(code)
                 last = attempt == attempts - 1
                 wait = float(2**attempt)
@@ -261,7 +273,8 @@ class Writer:
                     "batch of %d records failed (attempt %d of %d): %s%s", len(batch.records), attempt + 1, attempts, e,
                     "" if last else f"; retrying in {wait:.0f} s",
                 )
-                if last:
+                if last or isinstance(e, SinkGoneError):
+                    # A vanished file does not come back by waiting 1, 2, 4 s: spill now.
                     self.circuit.trip(code)
                     return False
                 self.metrics.retry()
@@ -337,8 +350,8 @@ class Writer:
             n = self.replay.step()
         except (SinkError, OSError) as e:
             log.warning("replay of %s stopped: %s", self.replay.name, e)
-            self.metrics.failed(ERR_QUARANTINE if isinstance(e, OSError) else ERR_TRANSIENT)
-            self.circuit.trip(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT)
+            self.metrics.failed(error_code(e))
+            self.circuit.trip(ERR_TRANSIENT if isinstance(e, OSError) else error_code(e))
             return False
         if not self.spool.has_work():
             log.warning("all backup files replayed; live data goes to the database again")
@@ -368,7 +381,7 @@ class Writer:
         self._last_gauges = now
         m = self.metrics
         m.backlog(*self.spool.totals())
-        m.disk(self.disk.free, self.disk.state)
+        m.disk(self.disk.free, self.disk.state, self.disk.errno if self.disk.state == D.UNWRITABLE else 0)
         m.batch_limit(self.batching.limit)
         m.oldest_unwritten()
         self.circuit.publish()

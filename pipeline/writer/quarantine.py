@@ -73,7 +73,7 @@ class Quarantine:
         self.folder = folder
 
     def _append(self, rows: list[list[str]]) -> None:
-        os.makedirs(self.folder, exist_ok=True)
+        datafiles.make_dirs(self.folder)
         path = os.path.join(self.folder, time.strftime("quarantine_%Y%m%d.csv", time.gmtime()))
         new = not os.path.exists(path)
         fd = datafiles.create(path, os.O_WRONLY | os.O_APPEND)
@@ -191,7 +191,7 @@ def write_back(path: str, backup_folder: str, skip_bad: bool = False) -> tuple[s
         epoch = R.synthetic_epoch("quarantine:" + hashlib.sha256(fh.read()).hexdigest())
     lines = [B.HEADER] + [",".join(f + [str(epoch), str(i)]) for i, f in enumerate(good, start=1)]
     data = ("\n".join(lines) + "\n").encode("ascii")  # parse_corrected let only ASCII fields through
-    os.makedirs(backup_folder, exist_ok=True)
+    datafiles.make_dirs(backup_folder)
     tmp = os.path.join(backup_folder, f".writeback-{os.getpid()}.tmp")
     try:
         with contextlib.suppress(FileNotFoundError):
@@ -220,7 +220,7 @@ def write_back(path: str, backup_folder: str, skip_bad: bool = False) -> tuple[s
             os.unlink(tmp)
     B.fsync_dir(backup_folder)
     done = os.path.join(os.path.dirname(os.path.abspath(path)), "written-back")
-    os.makedirs(done, exist_ok=True)
+    datafiles.make_dirs(done)
     os.replace(path, os.path.join(done, os.path.basename(path)))
     return name, len(good), problems
 
