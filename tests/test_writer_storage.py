@@ -253,3 +253,49 @@ def test_every_data_file_is_0640_and_every_folder_0750_whatever_the_umask(ring_n
             locker.close()
         halt(writer)
         halt(prod)
+
+
+def test_replay_into_a_read_only_backup_folder_is_a_disk_problem_not_a_database_outage(ring_name, tmp_path):
+    """A backup file waits, the database is up, the folder is read-only: the rows reach
+    the database but the file cannot move to replayed/. Before: the circuit tripped and
+    health said "database down" (false). Now: disk state unwritable, the database stays up,
+    and the replay finishes once the folder is writable again."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    if not _mount(["-t", "tmpfs", "-o", "size=64m", "tmpfs", str(backup)]):
+        msg = "cannot mount a tmpfs here (needs root and mount permission)"
+        if REQUIRE_ALL:
+            pytest.fail(msg + " and TAGPIPE_REQUIRE_ALL=1")
+        pytest.skip(msg)
+    from pipeline.writer import backup as B
+    from tests.test_spool_files import _recs
+
+    db = db_path(tmp_path)
+    prod = start_producer(ring_name, tmp_path, count=0, capacity=20_000)
+    writer = start_writer(ring_name, tmp_path, BACKUP_MIN_FREE_MB="1", **FAST)
+    try:
+        _ready(writer, db)
+        rc, log = finish(writer)
+        assert rc == 0, log
+        w = B.BackupWriter(str(backup))
+        w.append(77, _recs(500))
+        w.close()
+        assert _mount(["-o", "remount,ro", str(backup)])
+        writer = start_writer(ring_name, tmp_path, BACKUP_MIN_FREE_MB="1", **FAST)
+        wait_until(lambda: ring_fields(ring_name)["writer.disk_state"] == 3, 30, "disk state unwritable")
+        wait_until(lambda: db_counts(db)[0] == 500, 30, "rows replayed into the database")
+        time.sleep(2.5)  # a retry of the move has failed too by now
+        f = ring_fields(ring_name)
+        assert f["writer.db_state"] in (1, 4) and f["writer.outage_started_us"] == 0, f["writer.db_state"]
+        checks, status = _checks(ring_name)
+        assert "database_down" not in checks and "disk_unwritable" in checks, checks
+        assert _mount(["-o", "remount,rw", str(backup)])
+        wait_until(lambda: ring_fields(ring_name)["writer.backup_files_pending"] == 0, 30, "file moved to replayed/")
+        wait_until(lambda: ring_fields(ring_name)["writer.disk_state"] == 0, 30, "disk state ok again")
+        assert db_counts(db) == (500, 500)
+        rc, log = finish(writer)
+        assert rc == 0, log
+    finally:
+        halt(writer)
+        halt(prod)
+        subprocess.run(["umount", "-l", str(backup)], capture_output=True)

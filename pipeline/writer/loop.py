@@ -346,13 +346,28 @@ class Writer:
             # Everything older is in the database: close the file being appended to so it
             # can be replayed; live records wait in the ring meanwhile (see _route).
             self.spool.close_active()
+        if self.clock() < self._disk_retry_at:
+            return False
+        pending = len(self.spool.pending)
         try:
             n = self.replay.step()
-        except (SinkError, OSError) as e:
+        except OSError as e:
+            # The backup folder (quarantine file, move to replayed/), not the database,
+            # failed: say so in the disk state and try again later; the circuit stays
+            # closed, since tripping it would report a database outage that is not there.
+            log.warning("replay of %s stopped: %s", self.replay.name, e)
+            if self.disk.write_failed(e, 0):
+                self.metrics.error(ERR_DISK_FULL)
+            self._disk_retry_at = self.clock() + DISK_RETRY_S
+            self.publish_gauges(force=True)
+            return False
+        except SinkError as e:
             log.warning("replay of %s stopped: %s", self.replay.name, e)
             self.metrics.failed(error_code(e))
-            self.circuit.trip(ERR_TRANSIENT if isinstance(e, OSError) else error_code(e))
+            self.circuit.trip(error_code(e))
             return False
+        if len(self.spool.pending) < pending:
+            self.disk.write_ok()  # a file moved to replayed/: the folder takes writes again
         if not self.spool.has_work():
             log.warning("all backup files replayed; live data goes to the database again")
             self.metrics.db_state("up")

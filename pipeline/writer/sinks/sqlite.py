@@ -196,7 +196,13 @@ class SqliteSink:
             try:
                 conn.executescript(SCHEMA)
                 if not created:
-                    self._note_created()
+                    try:
+                        self._note_created()
+                    except OSError as e:
+                        # The database works; only its protection against being silently
+                        # made again is missing until a later open writes the marker.
+                        log.warning("cannot note the creation of %s in %s (%s): if the file vanishes before a later"
+                                    " open notes it, a new empty database would be made", self.path, self.marker, e)
                 self._hold()
             except BaseException:
                 self._release()
