@@ -101,6 +101,7 @@ class Writer:
                              lambda rows, res, lat_us: self._durable(None, REPLAY, rows, res, lat_us))
         self.max_wait_s = 0.25
         self._disk_retry_at = 0.0
+        self._replay_retry_at = 0.0
         self._next_sweep = 0.0
         self._next_rescan = clock() + RESCAN_S
         self._last_gauges = 0.0
@@ -346,7 +347,7 @@ class Writer:
             # Everything older is in the database: close the file being appended to so it
             # can be replayed; live records wait in the ring meanwhile (see _route).
             self.spool.close_active()
-        if self.clock() < self._disk_retry_at:
+        if self.clock() < self._replay_retry_at:
             return False
         pending = len(self.spool.pending)
         try:
@@ -358,7 +359,9 @@ class Writer:
             log.warning("replay of %s stopped: %s", self.replay.name, e)
             if self.disk.write_failed(e, 0):
                 self.metrics.error(ERR_DISK_FULL)
-            self._disk_retry_at = self.clock() + DISK_RETRY_S
+            # Its own timer: the spill path's (reset by every failed spill) would otherwise
+            # hold replay back for good while a full disk keeps refusing live batches.
+            self._replay_retry_at = self.clock() + DISK_RETRY_S
             self.publish_gauges(force=True)
             return False
         except SinkError as e:
