@@ -121,3 +121,19 @@ def test_a_failed_write_back_leaves_no_temporary_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert not list(target.glob(".writeback-*")) and not list(target.glob("backup_*"))
     assert qfile.exists()
+
+
+def test_a_field_over_the_reading_limit_is_one_line_and_exit_6(tmp_path, monkeypatch, capsys):
+    # The limit is 1 GiB; lowered here so the test stays small. Same path as a real one.
+    import argparse
+
+    from pipeline.writer import quarantine as Q
+
+    qdir = _qdir(tmp_path)
+    (qdir / "quarantine_20250115.csv").write_text(HEADER + "\n" + ROW + "x" * 100 + "\n")
+    for k, v in child_env(BACKUP_FILE_PATH=str(tmp_path / "backup"), SQLITE_PATH=str(tmp_path / "data" / "t.db")).items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(Q, "FIELD_LIMIT", 50)
+    assert Q.run(argparse.Namespace(action="list")) == 6
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "field larger than field limit" in err, err

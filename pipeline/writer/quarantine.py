@@ -236,10 +236,11 @@ cannot be read or written: one line on stderr) or 2 (a bad setting)."""
     qdir = os.path.join(settings.backup_file_path, "quarantine")
     try:
         return _run(args, settings, qdir)
-    except OSError as e:
-        # A missing file, a folder given as the file, no permission: one line, no traceback.
-        where = e.filename or (args.file if args.action == "write-back" else qdir)
-        print(f"quarantine {args.action}: {where}: {e.strerror or e}", file=sys.stderr)
+    except (OSError, csv.Error) as e:
+        # A missing file, a folder given as the file, no permission, a field over
+        # FIELD_LIMIT: one line, no traceback.
+        where = getattr(e, "filename", None) or (args.file if args.action == "write-back" else qdir)
+        print(f"quarantine {args.action}: {where}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return exitcodes.CHECK_FAILED
 
 

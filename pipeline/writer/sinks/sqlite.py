@@ -166,15 +166,16 @@ class SqliteSink:
         conn = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False, uri=True)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal (database locked?)")
-            conn.execute("PRAGMA synchronous = FULL")
+            # Before anything writes to it: a file that is not ours is left untouched.
             if created and conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone() is None:
                 raise SinkGoneError(
                     f"SQLite {self.path} has no {TABLE} table, but this writer created it before ({self.marker}): the file"
                     " was replaced by another database; values go to backup files until the right file is restored",
                     "DATABASE_REPLACED")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal (database locked?)")
+            conn.execute("PRAGMA synchronous = FULL")
         except BaseException:
             conn.close()
             raise
