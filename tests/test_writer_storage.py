@@ -299,3 +299,31 @@ def test_replay_into_a_read_only_backup_folder_is_a_disk_problem_not_a_database_
         halt(writer)
         halt(prod)
         subprocess.run(["umount", "-l", str(backup)], capture_output=True)
+
+
+def test_wal_deleted_while_the_writer_runs_loses_nothing(ring_name, tmp_path):
+    """The -wal deleted under a running writer: before, commits went on into the unlinked
+    -wal (lost at the next crash). Now the next commit does not count, the batch is
+    spilled, the database is reopened with a fresh -wal and the backup replayed."""
+    db = db_path(tmp_path)
+    wal = db.with_name(db.name + "-wal")
+    total = 8_000
+    prod = start_producer(ring_name, tmp_path, count=total, rate=2000, capacity=20_000, batch=100)
+    writer = start_writer(ring_name, tmp_path, **FAST)
+    try:
+        _ready(writer, db)
+        wait_until(lambda: db_counts(db)[0] > 1000 and wal.exists(), 30, "first rows")
+        os.unlink(wal)
+        wait_until(lambda: "-wal was deleted or renamed while open" in log_text(writer), 20, "deletion seen")
+        assert producer_done(prod) == total
+        wait_until(lambda: db_counts(db)[0] >= total and ring_fields(ring_name)["writer.backup_files_pending"] == 0, 60,
+                   "every record in the database")
+        assert db_counts(db) == (total, total)
+        f = ring_fields(ring_name)
+        assert f["consumer.lost"] == 0 and f["writer.rows_spilled"] > 0
+        rc, log = finish(writer)
+        assert rc == 0, log
+        assert db_counts(db) == (total, total)  # still there once the writer closed it
+    finally:
+        halt(writer)
+        halt(prod)
