@@ -173,3 +173,47 @@ def test_replay_skips_a_file_that_disappeared(tmp_path):
 
     assert Replay(s, Nothing(), Nothing(), Nothing(), 100, lambda *a: None, lambda *a: None).step() == 1
     assert s.pending == [] and s.totals()[:2] == (0, 0)
+
+
+def _one_line_chunk(tmp_path, line: str) -> B.Chunk:
+    p = tmp_path / "backup_20250115_103000.csv"
+    p.write_text(B.HEADER + "\n" + line + "\n")
+    return B.read_chunk(str(p))
+
+
+def test_backup_reader_refuses_values_that_are_not_finite_numbers_in_the_writers_syntax(tmp_path):
+    # Before: inf / 1e400 / nan with GOOD quality were stored as NULL GOOD, and 1_0 as 10.
+    for value in ("inf", "-inf", "nan", "NaN", "1e400", "-1e400", "1_0", "0x10", "+-1", "１２", "1,5", " 1.0e", "Infinity"):
+        chunk = _one_line_chunk(tmp_path, f'2025-01-15T10:30:45.123456,PLC1,D100,"{value}",GOOD,42,1')
+        assert chunk.rows == 0 and len(chunk.bad) == 1, value
+        assert "tag_value" in chunk.bad[0].reason or value == "１２", chunk.bad[0].reason
+    # What the writer itself writes (repr of a finite float, empty for NULL) is read back exactly.
+    for text, expected in (("1.5", 1.5), ("-0.0", -0.0), ("1e+300", 1e300), ("1.5e-07", 1.5e-07), ("12", 12.0), ("", None)):
+        chunk = _one_line_chunk(tmp_path, f"2025-01-15T10:30:45.123456,PLC1,D100,{text},GOOD,42,1")
+        assert not chunk.bad, (text, chunk.bad)
+        [(_, recs)] = chunk.groups
+        if expected is None:
+            assert recs["flags"][0] & L.FLAG_NULL
+        else:
+            assert recs["value"][0] == expected and not recs["flags"][0] & L.FLAG_NULL
+
+
+def test_backup_reader_refuses_nanosecond_times_and_loose_integers(tmp_path):
+    bad = (
+        "2025-01-15T10:30:45.123456789,PLC1,D100,1.0,GOOD,42,1",  # nanoseconds: was silently cut to us
+        "2025-01-15T10:30:45.1234567,PLC1,D100,1.0,GOOD,42,1",
+        "2025-01-15T10:30:45.123456+02:00,PLC1,D100,1.0,GOOD,42,1",  # the writer writes UTC, naive
+        "2025-01-15T10:30:45.123456,PLC1,D100,1.0,GOOD,4_2,1",
+        "2025-01-15T10:30:45.123456,PLC1,D100,1.0,GOOD,42,+1",
+        "2025-01-15T10:30:45.123456,PLC1,D100,1.0,GOOD,42, 1",
+        "2025-01-15T10:30:61.000000,PLC1,D100,1.0,GOOD,42,1",
+    )
+    for line in bad:
+        chunk = _one_line_chunk(tmp_path, line)
+        assert chunk.rows == 0 and len(chunk.bad) == 1, line
+    # The original design's millisecond form and a spreadsheet's space for the T are read.
+    for line, us in (("2025-01-15T10:30:45.123,PLC1,D100,1.0,GOOD", 123_000), ("2025-01-15 10:30:45.5,PLC1,D100,1.0,GOOD", 500_000)):
+        chunk = _one_line_chunk(tmp_path, line)
+        assert not chunk.bad, chunk.bad
+        [(_, recs)] = chunk.groups
+        assert int(recs["ts_us"][0]) == 1_736_937_045_000_000 + us

@@ -75,3 +75,109 @@ def test_flat_row_values_lays_rows_out_in_column_order_with_nulls():
     ]
     recs["flags"][0] = 0
     assert flat_row_values(recs[:1], 1)[3] == 2.5
+
+
+# --- a vanished database (issue 12 item 1) --------------------------------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline.writer.sinks.base import SinkGoneError  # noqa: E402
+from pipeline.writer.sinks.sqlite import MARKER_NAME  # noqa: E402
+
+
+def _count(path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
+
+
+def _opened(tmp_path):
+    (tmp_path / "data").mkdir(exist_ok=True)
+    path = str(tmp_path / "data" / "t.db")
+    sink = SqliteSink(path, marker_dir=str(tmp_path / "backup"))
+    sink.open()
+    assert sink.write(7, records(range(0, 10))).written == 10
+    return sink, path
+
+
+@pytest.mark.parametrize("how", ["delete", "rename", "remove folder"])
+def test_a_database_file_gone_while_open_fails_the_commit_and_is_never_created_again(tmp_path, how):
+    sink, path = _opened(tmp_path)
+    if how == "delete":
+        os.unlink(path)
+    elif how == "rename":
+        os.rename(path, path + ".moved")
+    else:
+        shutil.rmtree(tmp_path / "data")
+    # Before: the commit went into the unlinked file and counted as written.
+    with pytest.raises(SinkGoneError, match="deleted or renamed"):
+        sink.write(7, records(range(10, 20)))
+    sink.close()
+    again = SqliteSink(path, marker_dir=str(tmp_path / "backup"))
+    with pytest.raises(SinkGoneError, match="missing, but this writer created it before"):
+        again.open()
+    assert not again.probe()
+    assert not os.path.exists(path)  # no new empty database
+    if how == "rename":
+        os.rename(path + ".moved", path)  # the operator restores the file
+        again.open()
+        # The refused commit may have reached the file (its -wal stayed at the path): the
+        # second write then finds the rows as duplicates; either way each row is there once.
+        assert again.write(7, records(range(10, 20))).total == 10
+        again.close()
+        assert _count(path) == 20
+
+
+def test_a_database_replaced_by_another_file_fails_the_commit_then_the_new_file_is_used(tmp_path):
+    sink, path = _opened(tmp_path)
+    shutil.copy(path, path + ".copy")
+    os.replace(path + ".copy", path)  # a restore from a copy: same content, another inode
+    with pytest.raises(SinkGoneError, match="replaced by another file"):
+        sink.write(7, records(range(10, 20)))
+    sink.open()
+    assert sink.write(7, records(range(10, 20))).total == 10
+    sink.close()
+    assert _count(path) == 20
+
+
+def test_a_database_replaced_by_one_without_the_table_is_refused(tmp_path):
+    sink, path = _opened(tmp_path)
+    sink.close()
+    os.unlink(path)
+    sqlite3.connect(path).close()  # an empty SQLite file where ours was
+    with pytest.raises(SinkGoneError, match="no TAG_DATA table"):
+        sink.open()
+    assert not sink.probe()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def test_a_deleted_wal_fails_the_commit_and_nothing_committed_before_is_lost(tmp_path):
+    sink, path = _opened(tmp_path)
+    os.unlink(path + "-wal")
+    with pytest.raises(SinkGoneError, match="-wal was deleted"):
+        sink.write(7, records(range(10, 20)))
+    sink.open()  # a fresh -wal: the database itself is still there
+    assert sink.write(7, records(range(10, 20))).total == 10
+    sink.close()
+    assert _count(path) == 20
+
+
+def test_the_marker_is_written_once_and_an_existing_database_is_adopted(tmp_path):
+    path = str(tmp_path / "t.db")
+    sqlite3.connect(path).close()  # made before this version wrote markers
+    sink = SqliteSink(path)
+    sink.open()
+    sink.close()
+    marker = tmp_path / MARKER_NAME
+    assert marker.read_text().splitlines() == [os.path.abspath(path)]
+    sink.open()
+    sink.close()
+    assert marker.read_text().splitlines() == [os.path.abspath(path)]
+    # Removing the line is the operator's explicit "start a new empty database here".
+    os.unlink(path)
+    marker.write_text("")
+    sink.open()
+    sink.close()
+    assert _count(path) == 0

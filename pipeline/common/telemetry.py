@@ -23,8 +23,10 @@ still zero means "not reported yet" and the figures say so with ``None``.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import math
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -49,10 +51,11 @@ STUCK_CALL = {0: "none", 1: "connect", 2: "write", 3: "first contact"}
 STUCK_CALL_CODES = {name: code for code, name in STUCK_CALL.items()}
 SINK_KIND = {0: "none", 1: "sqlite", 2: "oracle"}
 SINK_KIND_CODES = {name: code for code, name in SINK_KIND.items()}
-DISK_STATE = {0: "ok", 1: "low", 2: "full"}
+DISK_STATE = {0: "ok", 1: "low", 2: "full", 3: "unwritable"}
 SOURCE_KIND = {"simulator": 0, "modbus": 1, "load": 2, "mixed": 3, "mc": 4, "opcua": 5}
 SOURCE_KIND_NAMES = {code: name for name, code in SOURCE_KIND.items()}
 ERR_NONE, ERR_TRANSIENT, ERR_PERMANENT, ERR_DISK_FULL, ERR_QUARANTINE = 0, 1, 2, 3, 4
+ERR_DB_GONE = 5  # the database file vanished or was replaced under the writer (SinkGoneError)
 
 # --- the schema ----------------------------------------------------------------------------
 HOUR_BUCKETS = 60  # one per minute: records published / overwritten (producer), lost (consumer)
@@ -120,6 +123,7 @@ SCHEMA = TelemetrySchema(
         ("writer.gaps_poller_down", "u64", "gap rows recorded: poller not running (total)"),
         ("writer.gaps_plc_unreachable", "u64", "gap rows recorded: PLC unreachable episodes (total)"),
         ("writer.gaps_quarantine", "u64", "gap rows recorded: rows moved to quarantine (total)"),
+        ("writer.disk_errno", "u64", "errno of the failed backup write while disk_state is unwritable (0: none)"),
     ]),
     Table("loss_hour", "consumer", HOUR_BUCKETS, ("minute", "lost"),
           doc="bucket minute % 60: records found lost (consumer.lost grew) in that minute"),
@@ -330,9 +334,11 @@ class WriterMetrics:
     def outage(self, started_us: int) -> None:
         self.c.set("writer.outage_started_us", started_us)
 
-    def disk(self, free_bytes: int, state: int) -> None:
+    def disk(self, free_bytes: int, state: int, errno_code: int = 0) -> None:
+        """Free bytes, DISK_STATE code and, while unwritable, the errno of the failure."""
         self.c.set("writer.disk_free_bytes", max(0, free_bytes))
         self.c.set("writer.disk_state", state)
+        self.c.set("writer.disk_errno", errno_code)
 
     def batch_limit(self, limit: int) -> None:
         self.c.set("writer.batch_limit", limit)
@@ -433,6 +439,7 @@ class WriterState:
     backup_files_written: int
     replay_files_done: int
     disk_state: str
+    disk_error: str | None  # why the backup folder is unwritable (errno text), None otherwise
     disk_free_bytes: int | None
     batches_ok_total: int
     batches_failed_total: int
@@ -687,6 +694,7 @@ def writer_state(snap) -> WriterState:
         backup_files_written=int(f["writer.backup_files_written"]),
         replay_files_done=int(f["writer.replay_files_done"]),
         disk_state=DISK_STATE.get(int(f["writer.disk_state"]), "unknown"),
+        disk_error=_errno_text(int(f["writer.disk_errno"])),
         disk_free_bytes=int(f["writer.disk_free_bytes"]) or None,
         batches_ok_total=int(f["writer.batches_ok"]),
         batches_failed_total=int(f["writer.batches_failed"]),
@@ -707,6 +715,12 @@ def writer_state(snap) -> WriterState:
         stuck_call=STUCK_CALL.get(int(f["writer.stuck_call"]), "unknown") if int(f["writer.stuck_call"]) else None,
         stuck_for_s=_round(_age_s(now, f["writer.stuck_since_us"]), 1),
     )
+
+
+def _errno_text(code: int) -> str | None:
+    if not code:
+        return None
+    return f"{errno.errorcode.get(code, 'errno ' + str(code))}: {os.strerror(code)}"
 
 
 def oldest_unwritten_us(snap, ring_peek_us: int = 0) -> int:
@@ -947,8 +961,12 @@ class HealthEvaluator:
         recent_loss = (loss_age is not None and loss_age < t.loss_hold_s) or (buf.overflowing_now and not writer.running)
         if self._latch("values_lost", recent_loss, not recent_loss):
             checks.append(Check("values_lost", UNHEALTHY, "values lost: the ring overflowed (writer too slow or down)"))
+        spill_ok = wr.disk_state in ("ok", "low")
         if wr.disk_state == "full":
             checks.append(Check("disk_full", UNHEALTHY, "backup disk full: values cannot be spilled"))
+        elif wr.disk_state == "unwritable":
+            checks.append(Check("disk_unwritable", UNHEALTHY,
+                                f"backup folder cannot be written ({wr.disk_error or 'unknown error'}): values cannot be spilled"))
         elif wr.disk_state == "low":
             checks.append(Check("disk_low", DEGRADED, "backup disk space low"))
         util = buf.utilization_pct
@@ -960,8 +978,13 @@ class HealthEvaluator:
         db = wr.db_state
         db_ok = db in ("up", "replaying")
         if writer.running:
-            if db in ("down", "probing"):
-                checks.append(Check("database_down", DEGRADED, f"database {db}: values go to backup files"))
+            where = "values go to backup files" if spill_ok else "values wait in the ring (backup files cannot be written)"
+            if db in ("down", "probing") and wr.last_error_code == ERR_DB_GONE:
+                # Not a network blip that ends by itself: someone must put the file back.
+                checks.append(Check("database_gone", UNHEALTHY, f"database file missing or replaced (see the writer log): {where}"
+                                    " until it is restored"))
+            elif db in ("down", "probing"):
+                checks.append(Check("database_down", DEGRADED, f"database {db}: {where}"))
             elif db == "replaying":
                 checks.append(Check("replaying", DEGRADED, "catching up: replaying backup files"))
             elif db == "unknown":

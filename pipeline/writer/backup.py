@@ -19,13 +19,14 @@ second; files are created with O_EXCL, so two processes never share a name. File
 replayed in name order (time, then suffix), which the writer keeps equal to creation order.
 
 Reading never trusts the file: every line is validated; a bad line (wrong field count,
-unparsable time, over-long code, unknown quality, a last line cut short without its
-newline...) comes back as a ``BadLine`` for quarantine instead of stopping the reader.
+unparsable time, over-long code, unknown quality, a value that is not a finite number in
+the writer's own syntax, a last line cut short without its newline...) comes back as a ``BadLine`` for quarantine instead of stopping the reader.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import time
@@ -37,6 +38,7 @@ import numpy as np
 from pipeline.common import gaps as G
 from shm import layout as L
 
+from . import datafiles
 from . import records as R
 
 HEADER = "timestamp,plc_code,tag_address,tag_value,quality,ring_epoch,seq"
@@ -108,7 +110,7 @@ class BackupWriter:
     def __init__(self, folder: str, now: float | None = None, after: str | None = None) -> None:
         """Create a new file in ``folder`` (made if missing) named for ``now`` (UTC), and
         sorting after the name ``after`` if given. Raises OSError (e.g. ENOSPC)."""
-        os.makedirs(folder, exist_ok=True)
+        datafiles.make_dirs(folder)
         stamp = stamp_of(time.time() if now is None else now)
         suffix = 1
         if after is not None and (k := name_key(after)) is not None and (stamp, suffix) <= k:
@@ -117,7 +119,7 @@ class BackupWriter:
             name = make_name(stamp, suffix)
             path = os.path.join(folder, name)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o640)
+                fd = datafiles.create(path, os.O_WRONLY | os.O_EXCL | os.O_APPEND)
                 break
             except FileExistsError:
                 suffix += 1
@@ -193,26 +195,37 @@ class Chunk:
 
 _MINUTES: dict[str, int] = {}
 _CODES: set[str] = set()
+# The only syntax accepted, the one this writer's own files use (``records.text_columns``:
+# ISO-8601 UTC, ``repr`` of a finite float) plus the original design's millisecond times.
+# Anything else Python would also take (``1_0``, ``inf``, full-width digits, a 9-digit
+# nanosecond fraction that ``fromisoformat`` silently cuts, a time zone) is a bad line:
+# a file changed by hand must not put a different value into the database quietly.
+_TS_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?", re.ASCII)
+_NUMBER_RE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", re.ASCII)
+_INT_RE = re.compile(r"[0-9]+", re.ASCII)
+_NULL_TEXT = ("", "NULL", "NONE")
 
 
 def _parse_ts(text: str) -> int:
-    """Microseconds since 1970 UTC of an ISO-8601 time (naive = UTC). Raises ValueError.
+    """Microseconds since 1970 UTC of ``YYYY-MM-DDTHH:MM:SS[.f]`` (UTC; a space for the
+    ``T`` is accepted, as a spreadsheet writes it; 1 to 6 fraction digits). Raises
+    ValueError for anything else, a nanosecond fraction or a time zone included.
 
-    Fast path for this project's own form (``YYYY-MM-DDTHH:MM:SS[.ffffff]``): the minute
-    is parsed once and cached, seconds and fraction by hand (replay speed depends on it)."""
-    n = len(text)
-    if 19 <= n <= 26 and text[10] == "T" and text[16] == ":" and (n == 19 or (text[19] == "." and n > 20)):
-        sec, frac = text[17:19], text[20:]
-        if sec.isdigit() and (not frac or frac.isdigit()) and int(sec) < 60:
-            key = text[:16]
-            base = _MINUTES.get(key)
-            if base is None:
-                base = _slow_ts(key + ":00")
-                if len(_MINUTES) > 100_000:
-                    _MINUTES.clear()
-                _MINUTES[key] = base
-            return base + int(sec) * 1_000_000 + (int(frac.ljust(6, "0")) if frac else 0)
-    return _slow_ts(text)
+    The minute is parsed once and cached, seconds and fraction by hand (replay speed
+    depends on it)."""
+    if _TS_RE.fullmatch(text) is None:
+        raise ValueError(f"time {text[:40]!r} is not YYYY-MM-DDTHH:MM:SS[.ffffff] (UTC, at most microseconds)")
+    sec, frac = text[17:19], text[20:]
+    if int(sec) >= 60:
+        raise ValueError(f"time {text!r}: second {sec} out of range")
+    key = text[:10] + "T" + text[11:16]
+    base = _MINUTES.get(key)
+    if base is None:
+        base = _slow_ts(key + ":00")
+        if len(_MINUTES) > 100_000:
+            _MINUTES.clear()
+        _MINUTES[key] = base
+    return base + int(sec) * 1_000_000 + (int(frac.ljust(6, "0")) if frac else 0)
 
 
 def _slow_ts(text: str) -> int:
@@ -226,11 +239,32 @@ def _slow_ts(text: str) -> int:
 _GAP_BIT = 0x80  # marks a gap line's kind in the parsed quality column (read_chunk)
 
 
+def _parse_int(name: str, text: str) -> int:
+    if _INT_RE.fullmatch(text) is None:
+        raise ValueError(f"{name} {text[:40]!r} is not a decimal integer")
+    return int(text)
+
+
+def parse_value(raw: str) -> float | None:
+    """The value of a ``tag_value`` field: None for NULL (empty, NULL, NONE), else a finite
+    float in the writer's own syntax. Raises ValueError for any other text, and for a
+    number that is not finite once read (``1e400``): with GOOD quality it used to be
+    stored as a NULL that claims to be good; now the line goes to quarantine."""
+    if raw.upper() in _NULL_TEXT:
+        return None
+    if _NUMBER_RE.fullmatch(raw) is None:
+        raise ValueError(f"tag_value {raw[:40]!r} is not a number (digits, '.', exponent; no inf, nan or '_')")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"tag_value {raw[:40]!r} is outside the range of a double")
+    return value
+
+
 def parse_line(fields: list[str], line_no: int, file_epoch: int) -> tuple[int, int, int, str, str, float | None, int]:
     """Validate one line's fields. Returns (epoch, seq, ts_us, plc, tag, value, quality).
     Raises ValueError with the reason."""
     if len(fields) == 7:
-        epoch, seq = int(fields[5]), int(fields[6])
+        epoch, seq = _parse_int("ring_epoch", fields[5]), _parse_int("seq", fields[6])
         if not 0 < epoch <= _MAX_U64 or not 0 <= seq <= (1 << 63) - 1:
             raise ValueError("ring_epoch or seq out of range")
     elif len(fields) == 5:
@@ -246,15 +280,12 @@ def parse_line(fields: list[str], line_no: int, file_epoch: int) -> tuple[int, i
     if tag not in _CODES:
         L.check_field_text("tag_address", tag, L.TAG_ADDRESS_MAX)
         _CODES.add(tag)
-    raw = fields[3].strip()
-    value = None if raw == "" or raw.upper() in ("NULL", "NONE") else float(raw)
-    if value is not None and value != value:
-        value = None
     q = L.QUALITY_CODES.get(fields[4].strip().upper())
     if q is None and fields[4].startswith(G.BACKUP_PREFIX) and len(fields) == 7:
         q = _GAP_BIT | G.KIND_CODES.get(fields[4][len(G.BACKUP_PREFIX):], 0)  # a gap line: see read_chunk
     if q is None or q == _GAP_BIT:
         raise ValueError(f"quality {fields[4]!r} is not GOOD, BAD or UNCERTAIN")
+    value = parse_value(fields[3].strip())
     return epoch, seq, ts, plc, tag, value, q  # type: ignore[return-value]
 
 

@@ -126,8 +126,9 @@ def _insert_allowing_duplicate(cur: Any, sql: str, row: Any) -> None:
 
 
 def check_sqlite(settings: Any, out=print) -> None:
-    """Open SQLITE_PATH as the writer does (creating it if missing), check the table and
-    an insert (rolled back); raises CheckFailed."""
+    """Open SQLITE_PATH as the writer does (creating it only if no writer created it
+    before: a file named in the creation marker and now missing fails the check), check
+    the table and an insert (rolled back); raises CheckFailed."""
     from .sinks.sqlite import TABLE, SqliteSink
 
     path = settings.sqlite_path

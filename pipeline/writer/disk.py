@@ -3,7 +3,9 @@
 States (``pipeline.common.telemetry.DISK_STATE``): ok; low (free below BACKUP_MIN_FREE_MB: a warning,
 spilling goes on); full (a backup write failed for lack of space: the records stay in the
 ring, which then overflows and counts what it drops; logged as an error every time the
-writer tries again).
+writer tries again); unwritable (a backup write failed for another reason: read-only file
+system, no permission, I/O error...; ``errno`` keeps the cause; the records stay in the
+ring as for full). Both end only when a backup write succeeds again.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Callable
 
 log = logging.getLogger("tagpipe.writer.disk")
 
-OK, LOW, FULL = 0, 1, 2
+OK, LOW, FULL, UNWRITABLE = 0, 1, 2, 3
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
@@ -42,6 +44,7 @@ class DiskWatch:
         self.clock = clock
         self.free = -1
         self.state = OK
+        self.errno = 0  # of the failure while UNWRITABLE
         self._full_since: float | None = None
         self._next = 0.0
 
@@ -52,7 +55,7 @@ class DiskWatch:
             return self.state
         self._next = now + self.every_s
         self.free = free_bytes(self.folder)
-        if self.state == FULL:
+        if self.state in (FULL, UNWRITABLE):
             return self.state  # cleared only by a write that succeeds
         new = LOW if 0 <= self.free < self.min_free else OK
         if new == LOW and self.state != LOW:
@@ -66,9 +69,15 @@ class DiskWatch:
         return self.state
 
     def write_failed(self, err: OSError, rows: int) -> bool:
-        """Note a failed backup write. True if it was for lack of space (state full)."""
+        """Note a failed backup write. True if it was for lack of space (state full);
+        otherwise the state is unwritable, with the cause's errno."""
         if err.errno not in NO_SPACE:
-            log.error("cannot write backup file in %s: %s; %d records stay in the ring", self.folder, err, rows)
+            self.state = UNWRITABLE
+            self.errno = err.errno or errno.EIO
+            log.error(
+                "BACKUP FOLDER UNWRITABLE: cannot write a backup file in %s (%s); %d records stay in the ring and the"
+                " ring will overflow (dropping the oldest) if the database stays down", self.folder, err, rows,
+            )
             return False
         if self.state != FULL:
             self._full_since = self.clock()
@@ -82,8 +91,9 @@ class DiskWatch:
         return True
 
     def write_ok(self) -> None:
-        if self.state == FULL:
+        if self.state in (FULL, UNWRITABLE):
             log.warning("backup folder %s accepts writes again", self.folder)
             self.state = OK
+            self.errno = 0
             self._next = 0.0
             self.check()

@@ -39,12 +39,12 @@ from shm.ring import Consumer, ReadBatch, now_us
 from . import disk as D
 from .batching import BatchPolicy
 from .gaps import GapFinder, quarantine_record
-from .metrics import ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR_TRANSIENT, WriterMetrics
+from .metrics import ERR_DB_GONE, ERR_DISK_FULL, ERR_NONE, ERR_PERMANENT, ERR_QUARANTINE, ERR_TRANSIENT, WriterMetrics
 from .quarantine import Quarantine
 from .replay import Replay
 from .circuit import Circuit
 from .guard import CallBusy, CallGuard, GuardedSink, RateMeter, StuckCall, budget_s, fit_chunk
-from .sinks.base import OnRejected, PermanentSinkError, SinkError, TransientSinkError, WriteResult
+from .sinks.base import OnRejected, PermanentSinkError, SinkError, SinkGoneError, TransientSinkError, WriteResult
 from .spool import Spool
 
 log = logging.getLogger("tagpipe.writer.loop")
@@ -59,6 +59,18 @@ DB = "database"  # the database committed a ring batch
 FILE = "backup file"  # a ring batch is in a backup file, file and folder fsynced
 NOTHING = "nothing to write"  # a ring batch of only lost or padding records
 REPLAY = "replay"  # rows of a backup file committed to the database (already durable on disk)
+
+
+def error_code(e: BaseException) -> int:
+    """The ``ERR_*`` code of a failed database write or replay (an OSError is the quarantine
+    file's: nothing could be committed)."""
+    if isinstance(e, SinkGoneError):
+        return ERR_DB_GONE
+    if isinstance(e, PermanentSinkError):
+        return ERR_PERMANENT
+    if isinstance(e, OSError):
+        return ERR_QUARANTINE
+    return ERR_TRANSIENT
 
 
 class Writer:
@@ -98,6 +110,7 @@ class Writer:
                              lambda rows, res, lat_us: self._durable(None, REPLAY, rows, res, lat_us))
         self.max_wait_s = 0.25
         self._disk_retry_at = 0.0
+        self._replay_retry_at = 0.0
         self._next_sweep = 0.0
         self._next_rescan = clock() + RESCAN_S
         self._last_gauges = 0.0
@@ -121,11 +134,12 @@ class Writer:
             self._contacted = True
             self.metrics.db_state("replaying" if self.spool.has_work() else "up")
             self.metrics.error(ERR_NONE)
-        except (PermanentSinkError, StuckCall) as e:
-            # A refused login / configuration, or a database that does not answer at all:
-            # spill from the start (and a refused login is shown at once).
+        except (PermanentSinkError, StuckCall, SinkGoneError) as e:
+            # A refused login / configuration, a database that does not answer at all, or a
+            # database file that vanished (never re-created: see sinks/sqlite.py): spill
+            # from the start, and show why at once.
             log.error("database not available at start (%s); spilling to %s until it answers", e, self.s.backup_file_path)
-            self.circuit.trip(ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT, e)
+            self.circuit.trip(error_code(e), e)
         except SinkError as e:
             # Unreachable or slow right now: still "connecting"; the first batch retries as
             # usual and trips the circuit if the database stays away.
@@ -275,11 +289,12 @@ class Writer:
                 self.circuit.ensure_sink()
                 res = self.sink.write(batch.epoch, recs, on_rejected)
             except (SinkError, OSError) as e:
-                code = ERR_QUARANTINE if isinstance(e, OSError) else (ERR_PERMANENT if isinstance(e, PermanentSinkError) else ERR_TRANSIENT)
+                code = error_code(e)
                 self.metrics.failed(code)
-                # A call that outlived the ring's budget is not retried: the ring cannot
-                # wait for another one. Spill now; the prober finds out when it answers.
-                last = attempt == attempts - 1 or isinstance(e, (StuckCall, CallBusy))
+                # Not retried: a call that outlived the ring's budget (the ring cannot wait for
+                # another one) and a vanished database file (it does not come back by waiting
+                # 1, 2, 4 s). Spill now; the prober finds out when the database answers.
+                last = attempt == attempts - 1 or isinstance(e, (StuckCall, CallBusy, SinkGoneError))
                 wait = float(2**attempt)
                 if not last and stopping and self.clock() + wait >= deadline:
                     last = True
@@ -294,7 +309,7 @@ class Writer:
                 if self._sleep(wait, give_up=self._ring_pressed):
                     # Stop requested, or the ring passed half full while we waited (retries
                     # must not make it overflow): spill now instead of waiting.
-                    self.circuit.trip(code)
+                    self.circuit.trip(code, e)
                     return False
                 continue
             lat = int((time.perf_counter() - t0) * 1e6)
@@ -368,18 +383,35 @@ class Writer:
             # Everything older is in the database: close the file being appended to so it
             # can be replayed; live records wait in the ring meanwhile (see _route).
             self.spool.close_active()
+        if self.clock() < self._replay_retry_at:
+            return False
+        pending = len(self.spool.pending)
         t0 = self.clock()
         try:
             n = self.replay.step()
-        except (SinkError, OSError) as e:
+        except OSError as e:
+            # The backup folder (quarantine file, move to replayed/), not the database,
+            # failed: say so in the disk state and try again later; the circuit stays
+            # closed, since tripping it would report a database outage that is not there.
+            log.warning("replay of %s stopped: %s", self.replay.name, e)
+            if self.disk.write_failed(e, 0):
+                self.metrics.error(ERR_DISK_FULL)
+            # Its own timer: the spill path's (reset by every failed spill) would otherwise
+            # hold replay back for good while a full disk keeps refusing live batches.
+            self._replay_retry_at = self.clock() + DISK_RETRY_S
+            self.publish_gauges(force=True)
+            return False
+        except SinkError as e:
             if isinstance(e, TransientSinkError) and not isinstance(e, CallBusy):
                 # Abandoned, or timed out / broken inside the driver: try smaller chunks.
                 self._fit_replay_chunk(float("inf"))
             log.warning("replay of %s stopped: %s", self.replay.name, e)
-            self.metrics.failed(ERR_QUARANTINE if isinstance(e, OSError) else ERR_TRANSIENT)
-            self.circuit.trip(ERR_TRANSIENT if not isinstance(e, PermanentSinkError) else ERR_PERMANENT, e)
+            self.metrics.failed(error_code(e))
+            self.circuit.trip(error_code(e), e)
             return False
         self._fit_replay_chunk(self.clock() - t0)
+        if len(self.spool.pending) < pending:
+            self.disk.write_ok()  # a file moved to replayed/: the folder takes writes again
         if not self.spool.has_work():
             log.warning("all backup files replayed; live data goes to the database again")
             self.metrics.db_state("up")
@@ -408,7 +440,7 @@ class Writer:
         self._last_gauges = now
         m = self.metrics
         m.backlog(*self.spool.totals())
-        m.disk(self.disk.free, self.disk.state)
+        m.disk(self.disk.free, self.disk.state, self.disk.errno if self.disk.state == D.UNWRITABLE else 0)
         m.batch_limit(self.batching.limit)
         m.oldest_unwritten()
         self._publish_stuck()

@@ -7,6 +7,7 @@ it (one module per figure); this name stays so the writer's modules import it un
 from __future__ import annotations
 
 from pipeline.common.telemetry import (
+    ERR_DB_GONE,
     ERR_DISK_FULL,
     ERR_NONE,
     ERR_PERMANENT,
@@ -15,4 +16,4 @@ from pipeline.common.telemetry import (
     WriterMetrics,
 )
 
-__all__ = ["ERR_DISK_FULL", "ERR_NONE", "ERR_PERMANENT", "ERR_QUARANTINE", "ERR_TRANSIENT", "WriterMetrics"]
+__all__ = ["ERR_DB_GONE", "ERR_DISK_FULL", "ERR_NONE", "ERR_PERMANENT", "ERR_QUARANTINE", "ERR_TRANSIENT", "WriterMetrics"]

@@ -14,6 +14,7 @@ import os
 import time
 
 from . import backup as B
+from . import datafiles
 
 log = logging.getLogger("tagpipe.writer.spool")
 
@@ -37,7 +38,7 @@ class Spool:
 
     def scan(self) -> None:
         """Find files left by earlier runs (all closed: never appended to again). Raises OSError."""
-        os.makedirs(self.folder, exist_ok=True)
+        datafiles.make_dirs(self.folder)
         self.pending = B.list_backups(self.folder)
         for name in self.pending:
             self._track(name)
@@ -113,7 +114,7 @@ class Spool:
 
     def done(self, name: str) -> None:
         """Move a fully replayed file to replayed/ (durably). Raises OSError."""
-        os.makedirs(self.replayed_dir, exist_ok=True)
+        datafiles.make_dirs(self.replayed_dir)
         target = os.path.join(self.replayed_dir, name)
         k = 2
         while os.path.exists(target):

@@ -29,6 +29,13 @@ class TransientSinkError(SinkError):
     """The database is unreachable or timed out: retry later; the batch is intact."""
 
 
+class SinkGoneError(TransientSinkError):
+    """The database's storage vanished or was swapped under the writer (its file deleted,
+    renamed or replaced, its -wal removed, its folder gone). An outage until an operator
+    restores it: rows of the failed write do not count as committed; the database is
+    never silently created again."""
+
+
 class PermanentSinkError(SinkError):
     """The sink cannot work as configured (missing table, no privilege, bad login)."""
 

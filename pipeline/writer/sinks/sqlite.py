@@ -24,6 +24,16 @@ rows come back as ``duplicates``. A row SQLite refuses (a CHECK, NOT NULL or typ
 constraint) does not fail its batch: the batch is split in halves, inside one
 transaction with savepoints, until each bad row is isolated; those are reported and
 handed to ``on_rejected`` before the commit.
+
+A vanished database is an outage, never a new empty one (docs/writer.md, "A vanished
+database"). The file is created once: its creation is noted in a marker file
+(``MARKER_NAME`` in BACKUP_FILE_PATH, one absolute path a line), and once the marker names
+the path the sink only opens an existing file that holds TAG_DATA. After every commit the
+sink checks that the files it has open (the database and its ``-wal``/``-shm``, held by
+descriptors of its own so their inodes cannot be reused) are still the files at their
+paths (device and inode): if not, the commit went into a file nobody will read again, and
+``write`` raises ``SinkGoneError``: the rows do not count, the writer spills them to
+backup files and replays them once the file is back.
 """
 
 from __future__ import annotations
@@ -40,8 +50,10 @@ import numpy as np
 
 from pipeline.common import gaps as G
 
+from .. import datafiles
+from ..backup import fsync_dir
 from .. import records as R
-from .base import OnRejected, PermanentSinkError, RowError, TransientSinkError, WriteResult
+from .base import OnRejected, PermanentSinkError, RowError, SinkGoneError, TransientSinkError, WriteResult
 
 log = logging.getLogger("tagpipe.writer.sqlite")
 
@@ -102,6 +114,13 @@ ROWS_PER_STATEMENT = 200
 INSERT_MANY = _insert_sql(ROWS_PER_STATEMENT)
 
 
+# Lists the SQLite files the writer created (absolute paths, one a line); kept in
+# BACKUP_FILE_PATH, so it survives the data folder's removal (and a new empty database is
+# never made where one was, unless an operator removes the path from this file).
+MARKER_NAME = "sqlite-created.txt"
+WATCHED = ("", "-wal", "-shm")  # the database, then the files SQLite keeps next to it
+
+
 def _classify(e: sqlite3.Error) -> str:
     name = getattr(e, "sqlite_errorname", "") or type(e).__name__
     return name
@@ -113,30 +132,70 @@ class SqliteSink:
 
     kind = "sqlite"
 
-    def __init__(self, path: str, busy_timeout_s: float = 1.0) -> None:
+    def __init__(self, path: str, busy_timeout_s: float = 1.0, marker_dir: str | None = None) -> None:
+        """``marker_dir``: where the creation marker is kept (BACKUP_FILE_PATH; default the
+        database's own folder)."""
         self.path = path
         self.busy_timeout_s = float(busy_timeout_s)
+        self.marker = os.path.join(marker_dir or os.path.dirname(os.path.abspath(path)), MARKER_NAME)
         self._conn: sqlite3.Connection | None = None
-        # Only the first open of this process may create the folder and the file: a file
-        # that disappears later (its volume unmounted, its folder moved) is an outage, not
-        # a reason to start a new, empty database elsewhere.
-        self._created = False
+        self._held: dict[str, int] = {}  # suffix -> our own descriptor of that file
 
     @classmethod
     def from_settings(cls, settings: Any) -> "SqliteSink":
-        return cls(settings.sqlite_path, settings.sqlite_busy_timeout_s)
+        return cls(settings.sqlite_path, settings.sqlite_busy_timeout_s, settings.backup_file_path)
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._created:
+    # --- the creation marker ------------------------------------------------------------
+
+    def created_before(self) -> bool:
+        """True if the marker says this writer created the database at this path. Raises
+        OSError if the marker exists but cannot be read."""
+        try:
+            with open(self.marker, encoding="utf-8") as fh:
+                return os.path.abspath(self.path) in (line.rstrip("\n") for line in fh)
+        except FileNotFoundError:
+            return False
+
+    def _note_created(self) -> None:
+        """Add this path to the marker, durably. Raises OSError."""
+        folder = os.path.dirname(self.marker)
+        datafiles.make_dirs(folder)
+        fd = datafiles.create(self.marker, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, (os.path.abspath(self.path) + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(folder)
+
+    # --- opening ------------------------------------------------------------------------
+
+    def _connect(self, created: bool) -> sqlite3.Connection:
+        """A connection to the existing file (``created``: the marker names it, so it must
+        exist), or to a file made now with FILE_MODE (SQLite gives its -wal and -shm the
+        database's mode). Raises SinkGoneError, sqlite3.Error, OSError."""
+        if created:
             if not os.path.exists(self.path):
-                raise sqlite3.OperationalError(f"unable to open database file: {self.path} has disappeared")
-            target, uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=rw", True
+                raise SinkGoneError(
+                    f"SQLite {self.path} is missing, but this writer created it before ({self.marker}): an outage, not a"
+                    " new empty database; values go to backup files until the file is restored (to start a new empty"
+                    f" database on purpose, remove its line from {self.marker})", "DATABASE_GONE")
         else:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            target, uri = self.path, False
-        conn = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False, uri=uri)
+            datafiles.make_dirs(os.path.dirname(os.path.abspath(self.path)))
+            try:
+                os.close(datafiles.create(self.path, os.O_RDWR | os.O_EXCL))
+            except FileExistsError:
+                pass  # an existing database (adopted: the marker is written after the schema)
+        target = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=rw"
+        conn = sqlite3.connect(target, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False, uri=True)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            # Before anything writes to it: a file that is not ours is left untouched.
+            if created and conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone() is None:
+                raise SinkGoneError(
+                    f"SQLite {self.path} has no {TABLE} table, but this writer created it before ({self.marker}): the file"
+                    " was replaced by another database; values go to backup files until the right file is restored",
+                    "DATABASE_REPLACED")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal (database locked?)")
@@ -147,21 +206,35 @@ class SqliteSink:
         return conn
 
     def open(self) -> None:
-        """Open the file, switch to WAL, create the table and view if missing.
+        """Open the file, switch to WAL, create the table and view if missing. The file
+        itself is created only the first time (see the module docstring).
 
-        Raises TransientSinkError if the file is locked or unreachable now,
+        Raises SinkGoneError if the file this writer created is missing or is another
+        database, TransientSinkError if the file is locked or unreachable now,
         PermanentSinkError if it is not a database.
         """
         if self._conn is not None:
             return
         try:
-            conn = self._connect()
+            created = self.created_before()
+            conn = self._connect(created)
             try:
                 conn.executescript(SCHEMA)
+                if not created:
+                    try:
+                        self._note_created()
+                    except OSError as e:
+                        # The database works; only its protection against being silently
+                        # made again is missing until a later open writes the marker.
+                        log.warning("cannot note the creation of %s in %s (%s): if the file vanishes before a later"
+                                    " open notes it, a new empty database would be made", self.path, self.marker, e)
+                self._hold()
             except BaseException:
+                self._release()
                 conn.close()
                 raise
-            self._created = True
+        except SinkGoneError:
+            raise
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) or "locked" in str(e):
                 raise TransientSinkError(f"SQLite {self.path}: {e}", _classify(e)) from e
@@ -169,6 +242,42 @@ class SqliteSink:
         except OSError as e:
             raise TransientSinkError(f"SQLite {self.path}: {e}", "OSError") from e
         self._conn = conn
+
+    # --- identity of the open files ---------------------------------------------------------
+
+    def _hold(self) -> None:
+        """Open our own descriptors of the database and its -wal/-shm (while the connection
+        is open SQLite keeps them; a file not there yet is held once it appears). Holding
+        them keeps their inodes allocated, so a new file can never reuse the number."""
+        for suffix in WATCHED:
+            if suffix not in self._held:
+                try:
+                    self._held[suffix] = os.open(self.path + suffix, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    if not suffix:
+                        raise
+
+    def _release(self) -> None:
+        held, self._held = self._held, {}
+        for fd in held.values():
+            os.close(fd)
+
+    def vanished(self) -> str | None:
+        """Why the files the connection writes are no longer the files at their paths
+        (deleted, renamed, replaced, folder removed), or None if they still are."""
+        for suffix, fd in list(self._held.items()):
+            name = self.path + suffix
+            try:
+                now = os.stat(name)
+            except FileNotFoundError:
+                return f"{name} was deleted or renamed while open"
+            except OSError as e:
+                return f"{name} cannot be checked ({e.strerror})"
+            held = os.fstat(fd)
+            if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+                return f"{name} was replaced by another file while open (inode {held.st_ino} -> {now.st_ino})"
+        self._hold()  # a -wal/-shm made since the open
+        return None
 
     def write(self, epoch: int, records: np.ndarray, on_rejected: OnRejected | None = None) -> WriteResult:
         """Insert ``records`` of stream ``epoch`` in one transaction and commit (fsync).
@@ -204,6 +313,12 @@ class SqliteSink:
         except sqlite3.Error as err:
             self._reset_after(err)
             raise TransientSinkError(f"SQLite {self.path}: {err}", _classify(err)) from err
+        # Checked after the commit, before it counts: a file deleted or replaced a moment
+        # before COMMIT took the rows with it, so they must not leave the ring as written.
+        gone = self.vanished()
+        if gone is not None:
+            self.close()
+            raise SinkGoneError(f"SQLite {gone}: the last commit does not count; values go to backup files", "DATABASE_GONE")
         return WriteResult(written=written, duplicates=n - written - len(rejected), rejected=rejected, gaps=gaps)
 
     def _insert(self, conn: sqlite3.Connection, flat: list, offset: int) -> tuple[int, list[RowError]]:
@@ -235,10 +350,11 @@ class SqliteSink:
             self.close()
 
     def probe(self) -> bool:
-        """True if a write transaction can start now (own connection; blocks <= busy timeout)."""
+        """True if a write transaction can start now (own connection; blocks <= busy timeout).
+        Never creates the file once the marker names it."""
         try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError):
+            conn = self._connect(self.created_before())
+        except (sqlite3.Error, OSError, SinkGoneError):
             return False
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -256,6 +372,7 @@ class SqliteSink:
                 conn.close()
             except sqlite3.Error as e:  # pragma: no cover
                 log.warning("closing SQLite %s: %s", self.path, e)
+        self._release()
 
 
 def _insert_rows(conn: sqlite3.Connection, flat: list) -> int:
