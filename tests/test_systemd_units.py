@@ -154,3 +154,14 @@ def test_systemd_install_script_runs_every_step_in_temporary_folders(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "BUFFER_BATCH_SIZE" in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
     assert not any((units / u).exists() for u in UNITS)
+
+
+def test_writer_units_restart_within_the_ring_headroom(rendered):
+    # A writer restart must not outwait the ring: the default 100,000 slots hold 0.5 s at
+    # 200,000 values/s. Both the single and the per-instance writer unit.
+    for path in (rendered["dir"] / "tagpipe-writer.service", REPO / "deploy" / "systemd" / "tagpipe-writer@.service"):
+        value = _parse(path)["Service"]["RestartSec"]
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)?", value)
+        assert m, (path.name, value)
+        seconds = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+        assert seconds <= 0.5, (path.name, value)
