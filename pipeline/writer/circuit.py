@@ -96,7 +96,9 @@ class Circuit:
                 log.error("database down: circuit open, batches go to backup files in %s; probing in the background", self.where)
             self.metrics.outage(self.outage_started_us)
         self.metrics.error(code)
-        self.metrics.db_state("login_refused" if refused else "down")
+        # The state says why at once (publish() keeps it): never a passing "down" for a call
+        # that did not answer.
+        self.metrics.db_state("login_refused" if refused else "not_answering" if self.not_answering else "down")
         try:
             self.sink.close()
         except Exception:  # a sink that is down may fail to close; nothing to do about it
