@@ -302,12 +302,6 @@ def unpack_bits(data: bytes, count: int) -> np.ndarray:
     return out[:count]
 
 
-def pack_bits(bits: list[int]) -> bytes:
-    """Inverse of ``unpack_bits`` (the test server answers with it)."""
-    padded = list(bits) + [0] * (len(bits) % 2)
-    return bytes(((padded[i] & 1) << 4) | (padded[i + 1] & 1) for i in range(0, len(padded), 2))
-
-
 # --- planning and decoding ---
 @dataclass(frozen=True)
 class BatchRead:
