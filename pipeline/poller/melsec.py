@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .registers import word_bits
+
 PROTOCOL = "mc"
 SERIES = ("Q", "L", "iQ-R", "iQ-F")
 FRAMES = ("3E",)  # binary; 3E ASCII and 4E are not implemented (see docs/poller.md)
@@ -438,9 +440,7 @@ class McReadPlan:
         out[idx] = regs[pos[idx]]
         idx = self._sel["bool"]
         if len(idx):
-            w = regs[pos[idx]].astype(np.int64)
-            b = self._bit_of[idx]
-            out[idx] = np.where(b < 0, w != 0, (w >> np.maximum(b, 0)) & 1)
+            out[idx] = word_bits(regs[pos[idx]], self._bit_of[idx])
         for name in ("int32", "uint32", "float32"):
             idx = self._sel[name]
             if len(idx):
