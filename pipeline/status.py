@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 from .common import exitcodes
 from .common.errors import ConfigError
@@ -126,24 +127,40 @@ def render_tags(page) -> str:
     return "\n".join(out)
 
 
-def _run_tags(args: argparse.Namespace, ring: str) -> int:
-    from .common.latest import LatestReader
-
-    reader = LatestReader(ring)
+def _show(args: argparse.Namespace, frame: Callable[[], str]) -> bool:
+    """Print ``frame()`` once, or every ``args.watch`` seconds (at least 0.2 s; the screen
+    cleared first unless ``--json``) until Ctrl-C. The one print loop of both views (status
+    and ``--tags``). Returns False when Ctrl-C ended it."""
     try:
         while True:
-            page = reader.query(q=args.tags or None, limit=None)
-            text = json.dumps(page.to_json() | {"ring": ring}, sort_keys=True) if args.json else render_tags(page)
+            text = frame()
             if args.watch and not args.json:
                 text = "\x1b[H\x1b[2J" + text
             print(text, flush=True)
             if not args.watch:
-                break
+                return True
             time.sleep(max(0.2, args.watch))
     except KeyboardInterrupt:
-        return exitcodes.OK
+        return False
+
+
+def _run_tags(args: argparse.Namespace, ring: str) -> int:
+    from .common.latest import LatestReader
+
+    reader = LatestReader(ring)
+    page = None
+
+    def frame() -> str:
+        nonlocal page
+        page = reader.query(q=args.tags or None, limit=None)
+        return json.dumps(page.to_json() | {"ring": ring}, sort_keys=True) if args.json else render_tags(page)
+
+    try:
+        if not _show(args, frame):
+            return exitcodes.OK
     finally:
         reader.close()
+    assert page is not None
     if args.check and (not page.present or any(r["stale"] for r in page.rows)):
         return exitcodes.CHECK_FAILED
     return exitcodes.OK
@@ -164,17 +181,14 @@ def run(args: argparse.Namespace) -> int:
     from .common.telemetry import Thresholds
 
     thresholds = Thresholds.from_settings(settings)
-    try:
-        while True:
-            d = collect(ring, thresholds)
-            text = json.dumps(d, sort_keys=True) if args.json else render(d)
-            if args.watch and not args.json:
-                text = "\x1b[H\x1b[2J" + text
-            print(text, flush=True)
-            if not args.watch:
-                break
-            time.sleep(max(0.2, args.watch))
-    except KeyboardInterrupt:
+    d: dict = {}
+
+    def frame() -> str:
+        nonlocal d
+        d = collect(ring, thresholds)
+        return json.dumps(d, sort_keys=True) if args.json else render(d)
+
+    if not _show(args, frame):
         return exitcodes.OK
     if args.check and d["health"]["status"] != "healthy":
         return exitcodes.CHECK_FAILED

@@ -161,27 +161,23 @@ class Producer(_Endpoint):
         old_cap, version, recsize = int(h.u[W_CAPACITY]), int(h.u[W_VERSION]), int(h.u[W_RECSIZE])
         fingerprint = int(h.u[W_SCHEMA])
         del h
+        other = None  # what makes the old ring unusable as it is: replaced once drained
         if version == L.LAYOUT_VERSION and schema is not None and fingerprint != schema.fingerprint:
             # Same ring layout, other telemetry words: the same replace-when-drained rule.
+            other = (f"another telemetry schema ({fingerprint:#x}, this version {schema.fingerprint:#x})",
+                     "another telemetry schema")
+        elif version != L.LAYOUT_VERSION or recsize != L.RECORD_SIZE:
+            other = (f"layout version {version}", f"layout version {version}")
+        if other is not None:
             shm.close()
             if not drained:
                 raise RingNotDrained(
-                    f"ring {name!r} has another telemetry schema ({fingerprint:#x}, this version {schema.fingerprint:#x})"
-                    f" and still holds {published - committed} unwritten records; run the previous version's writer"
-                    f" until it is drained, or discard them with 'python -m pipeline delete-ring --name {name}'"
+                    f"ring {name!r} has {other[0]} and still holds {published - committed} unwritten records;"
+                    f" run the previous version's writer until it is drained, or discard them with"
+                    f" 'python -m pipeline delete-ring --name {name}'"
                 )
             S.unlink_segment(name)
-            return _create(name, capacity, schema), [f"replaced drained ring {name!r} of another telemetry schema"]
-        if version != L.LAYOUT_VERSION or recsize != L.RECORD_SIZE:
-            shm.close()
-            if not drained:
-                raise RingNotDrained(
-                    f"ring {name!r} has layout version {version} and still holds {published - committed}"
-                    f" unwritten records; run the previous version's writer until it is drained, or"
-                    f" discard them with 'python -m pipeline delete-ring --name {name}'"
-                )
-            S.unlink_segment(name)
-            return _create(name, capacity, schema), [f"replaced drained ring {name!r} of layout version {version}"]
+            return _create(name, capacity, schema), [f"replaced drained ring {name!r} of {other[1]}"]
         if shm.size < L.segment_bytes(old_cap):
             shm.close()
             raise LayoutMismatch(

@@ -406,3 +406,18 @@ def test_q_and_iqr_ranges_fixed_devices_exactly_parameter_sized_by_the_frame(tmp
             path.write_text(_plc(tag(dev), series))
             with pytest.raises(TagsFileError, match="past the last"):
                 load_plant(path)
+
+
+class _OddByteServer(McTestServer):
+    """Answers every word read one byte short of whole words (a broken gateway)."""
+
+    def _serve(self, cmd: int, sub: int, body: bytes) -> bytes:
+        return super()._serve(cmd, sub, body)[:-1]
+
+
+def test_an_answer_of_an_odd_byte_count_is_a_short_answer_not_a_crash(tmp_path):
+    with _OddByteServer() as srv:
+        srv.set_words("D", 1, [5, 6])
+        plc = _toml(tmp_path, srv.port, _lines([("D1", "uint16"), ("D2", "uint16")])).plcs[0]
+        with pytest.raises(SourceUnavailable, match="short answer"):
+            _read(plc)

@@ -92,3 +92,22 @@ def test_replay_chunks_shrink_when_slow_and_grow_when_fast():
     assert fit_chunk(8000, 0.2, budget=4.0, hi=10_000) == 10_000  # fast: double, up to hi
     assert fit_chunk(1000, 1.0, budget=4.0) == 1000  # in between: keep
     assert fit_chunk(150, float("inf"), budget=4.0) == 100  # never below the floor
+
+
+def test_a_call_that_ends_while_the_budget_runs_out_is_answered_not_abandoned():
+    # The call ends in the window between "the budget is over and the call still runs" and
+    # the call being marked abandoned (here: while on_wait is told): its answer counts.
+    release, ended = threading.Event(), threading.Event()
+
+    def call():
+        release.wait(5.0)
+        return "committed"
+
+    def on_wait(name, waited):
+        release.set()
+        time.sleep(0.2)  # the worker thread returns meanwhile
+        ended.set()
+
+    g = CallGuard(on_wait=on_wait, report_after_s=10.0)
+    assert g.run("write", call, budget=0.1) == "committed"
+    assert ended.is_set() and g.stuck() is None and g.abandoned_total == 0

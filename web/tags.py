@@ -20,11 +20,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from pipeline.common.latest import STALE_INTERVALS, LatestReader
+from pipeline.common.latest import LatestReader
 
 from . import query
-
-LIMIT_MAX = query.TAGS_LIMIT_MAX
 
 
 def make_blueprint(ring: str) -> tuple[Blueprint, LatestReader]:
@@ -43,4 +41,4 @@ def make_blueprint(ring: str) -> tuple[Blueprint, LatestReader]:
     return bp, reader
 
 
-__all__ = ["LIMIT_MAX", "STALE_INTERVALS", "make_blueprint"]
+__all__ = ["make_blueprint"]

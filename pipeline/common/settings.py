@@ -208,10 +208,6 @@ def credentials_in(text: str) -> tuple[str, ...]:
     return tuple(x for x in out if x)
 
 
-def _nonempty(v: str) -> str | None:
-    return None if v.strip() else "must not be empty"
-
-
 # ORACLE_COLUMNS: the writer's logical columns and which of them a table may lack.
 ORACLE_LOGICAL_COLUMNS = ("TS", "PLC_CODE", "TAG_ADDRESS", "TAG_VALUE", "QUALITY", "RING_EPOCH", "SEQ")
 ORACLE_OPTIONAL_COLUMNS = ("QUALITY", "RING_EPOCH", "SEQ")

@@ -125,7 +125,9 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
     log.info("polling %d PLCs, %d tags from %s%s", len(plant.plcs), plant.tag_count, plant.path,
              "" if settings.tags_file else " (demo plant, simulated: set TAGS_FILE for real PLCs)")
 
-    latest = _live_values(settings.ring_name, plant, log)
+    from .scheduler import latest_groups
+
+    latest = _live_values(settings.ring_name, latest_groups(plant), log)
 
     async def run() -> bool:
         poller = Poller(producer, plant, sources, signals, latest=latest)
@@ -144,15 +146,13 @@ def _run_poll(producer, plant: PlantConfig, settings, signals: StopSignals, log:
     return exitcodes.OK
 
 
-def _live_values(ring: str, plant: PlantConfig, log: logging.Logger):
-    """The live-values table for ``plant`` (issue 15), replacing the previous poller's; None
-    (logged, polling goes on) when /dev/shm cannot hold it."""
+def _live_values(ring: str, groups: list, log: logging.Logger):
+    """The live-values table of these poll groups (``GroupSpec``s; issue 15), replacing the
+    previous poller's; None (logged, polling goes on) when /dev/shm cannot hold it."""
     from pipeline.common.latest import LatestTable
 
-    from .scheduler import latest_groups
-
     try:
-        return LatestTable.create(ring, latest_groups(plant))
+        return LatestTable.create(ring, groups)
     except OSError as e:
         log.error("no live tag values (/api/tags): cannot create the latest-values table: %s", e)
         return None
@@ -205,19 +205,13 @@ def _opcua_preflight(plant: PlantConfig, secrets: dict[str, str | None], log: lo
 def _run_load(producer, args, signals: StopSignals, log: logging.Logger) -> int:
     from shm.ring import now_us
 
-    from pipeline.common.latest import LatestTable
-
     from .loadgen import LoadGenerator, load_groups
     from .scheduler import SOURCE_KIND
 
     producer.set("poller.source_kind", SOURCE_KIND["load"])
     producer.set("poller.started_us", now_us())
     producer.set("poller.plc_count", 0)
-    try:
-        latest = LatestTable.create(producer.name, load_groups(args.rate))
-    except OSError as e:
-        log.error("no live tag values (/api/tags): cannot create the latest-values table: %s", e)
-        latest = None
+    latest = _live_values(producer.name, load_groups(args.rate), log)
     gen = LoadGenerator(producer, args.rate, args.duration, signals, latest=latest)
     sdnotify.ready(f"load mode: {args.rate:g} values/s for {args.duration:g} s")
     log.info("load mode: %s values/s for %g s into ring %r", f"{args.rate:,.0f}" if args.rate else "max",

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from .registers import word_bits
+
 PROTOCOL = "mc"
 SERIES = ("Q", "L", "iQ-R", "iQ-F")
 FRAMES = ("3E",)  # binary; 3E ASCII and 4E are not implemented (see docs/poller.md)
@@ -302,12 +304,6 @@ def unpack_bits(data: bytes, count: int) -> np.ndarray:
     return out[:count]
 
 
-def pack_bits(bits: list[int]) -> bytes:
-    """Inverse of ``unpack_bits`` (the test server answers with it)."""
-    padded = list(bits) + [0] * (len(bits) % 2)
-    return bytes(((padded[i] & 1) << 4) | (padded[i + 1] & 1) for i in range(0, len(padded), 2))
-
-
 # --- planning and decoding ---
 @dataclass(frozen=True)
 class BatchRead:
@@ -444,9 +440,7 @@ class McReadPlan:
         out[idx] = regs[pos[idx]]
         idx = self._sel["bool"]
         if len(idx):
-            w = regs[pos[idx]].astype(np.int64)
-            b = self._bit_of[idx]
-            out[idx] = np.where(b < 0, w != 0, (w >> np.maximum(b, 0)) & 1)
+            out[idx] = word_bits(regs[pos[idx]], self._bit_of[idx])
         for name in ("int32", "uint32", "float32"):
             idx = self._sel[name]
             if len(idx):

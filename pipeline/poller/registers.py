@@ -177,9 +177,7 @@ class ReadPlan:
                 out[idx] = w.view(np.int16) if name == "int16" else w
         idx = self._sel["bool"]
         if len(idx):
-            w = regs[pos[idx]].astype(np.int64)
-            b = self._bit_of[idx]
-            out[idx] = np.where(b < 0, w != 0, (w >> np.maximum(b, 0)) & 1)
+            out[idx] = word_bits(regs[pos[idx]], self._bit_of[idx])
         for name in ("int32", "uint32", "float32"):
             idx = self._sel[name]
             if not len(idx):
@@ -199,6 +197,13 @@ class ReadPlan:
         if not self._identity:
             out = out * self._scale + self._offset
         return out
+
+
+def word_bits(words: np.ndarray, bit: np.ndarray) -> np.ndarray:
+    """A bool tag held in a 16-bit word (Modbus register, MELSEC word device): per tag 1 or
+    0, bit ``bit`` (0-15) of its word, or the whole word non-zero where ``bit`` is -1."""
+    w = words.astype(np.int64)
+    return np.where(bit < 0, w != 0, (w >> np.maximum(bit, 0)) & 1)
 
 
 def encode_registers(value: float, type_: str, word_order: str = "big") -> list[int]:

@@ -60,9 +60,10 @@ class GapFinder:
             self._replaced = None
         recs = batch.records
         if len(recs):
-            data = recs[~G.is_gap(recs)]
+            # The last data record's index, not a copy of every data record (each batch).
+            data = np.flatnonzero(~G.is_gap(recs))
             if len(data):
-                self.last_ts_us = int(data["ts_us"][-1])
+                self.last_ts_us = int(recs["ts_us"][data[-1]])
 
     def replaced(self, old_heartbeat_us: int, new_epoch: int, new_created_us: int, first_seq: int) -> None:
         """The ring was replaced: the next batch of ``new_epoch`` carries a poller_down gap

@@ -101,6 +101,17 @@ class _Call:
         self.result: Any = None
         self.error: BaseException | None = None
         self.abandoned = False
+        # Ending and being abandoned exclude each other: a call that has ended is answered,
+        # and one abandoned logs its late end (see abandon).
+        self._end = threading.Lock()
+
+    def abandon(self) -> bool:
+        """Mark the call abandoned unless it has ended already. True if it was abandoned."""
+        with self._end:
+            if self.done.is_set():
+                return False
+            self.abandoned = True
+            return True
 
     def run(self) -> None:
         try:
@@ -108,7 +119,8 @@ class _Call:
         except BaseException as e:  # handed to the waiting thread, or logged if abandoned
             self.error = e
         finally:
-            self.done.set()
+            with self._end:
+                self.done.set()
             if self.abandoned:
                 outcome = f"failed: {self.error}" if self.error is not None else "returned"
                 log.warning("the abandoned database call %s ended after %.1f s (%s); its outcome is resolved "
@@ -155,8 +167,9 @@ class CallGuard:
             if waited >= self.report_after_s or over:
                 reported = True
                 self.on_wait(name, waited)
-            if over:
-                call.abandoned = True
+            # The call may have ended since ``over`` was decided (on_wait takes time): then
+            # its answer counts, rather than a committed write being spilled as stuck.
+            if over and call.abandon():
                 self._abandoned = call
                 self.abandoned_total += 1
                 raise StuckCall(f"database call {name} did not answer within {budget:.1f} s (the ring's budget); "

@@ -20,6 +20,8 @@
     if (s < 3600) return Math.floor(s / 60) + min + Math.floor(s % 60) + sec;
     return Math.floor(s / 3600) + hr + Math.floor((s % 3600) / 60) + (lang === "ko" ? "분" : " min");
   }
+  // Shared with tags.js (loaded after this file on the same page): one age format.
+  window.tagpipe = { fmtAge: fmtAge };
   function setNum(id, raw, text) {
     var el = $(id);
     el.dataset.value = raw === null || raw === undefined ? "" : String(raw);

@@ -6,7 +6,6 @@
 (function () {
   var T = JSON.parse(document.getElementById("labels").textContent);
   var body = document.body;
-  var lang = body.dataset.lang;
   var refreshMs = parseInt(body.dataset.refreshMs, 10) || 1000;
   var PAGE = 50;
   var $ = function (id) { return document.getElementById(id); };
@@ -15,13 +14,7 @@
   var offset = 0, last = null, receivedAt = 0, inflight = false, seq = 0, tagUpdates = 0;
   var plcsShown = "";
 
-  function fmtAge(s) {
-    if (s === null || s === undefined) return "-";
-    var sec = lang === "ko" ? "초" : " s", min = lang === "ko" ? "분 " : " min ", hr = lang === "ko" ? "시간 " : " h ";
-    if (s < 60) return s.toFixed(1) + sec;
-    if (s < 3600) return Math.floor(s / 60) + min + Math.floor(s % 60) + sec;
-    return Math.floor(s / 3600) + hr + Math.floor((s % 3600) / 60) + (lang === "ko" ? "분" : " min");
-  }
+  var fmtAge = window.tagpipe.fmtAge;  // status.js, loaded first: the page's one age format
   function qualityClass(q) { return q === "good" ? "ok" : q === "bad" || q === "torn" ? "bad" : "warn"; }
 
   function url() {

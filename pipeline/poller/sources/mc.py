@@ -159,7 +159,9 @@ class McPlc:
                     ans = M.unpack_bits(data, rd.count)
                     expected = rd.count
                 else:
-                    ans = np.frombuffer(data, dtype="<u2")
+                    # Whole words only: an odd byte (a broken gateway) must make a "short
+                    # answer" below, not a ValueError from numpy that ends the poller.
+                    ans = np.frombuffer(data[: len(data) & ~1], dtype="<u2")
                     expected = rd.words
                 if len(ans) < expected:
                     raise self._drop(f"short answer to {what}: {len(data)} bytes")
