@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import importlib
 import pkgutil
 import sys
@@ -24,9 +25,23 @@ def available() -> list[str]:
     return sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
 
 
+def parse_source(text: str) -> ast.Module:
+    """``ast.parse`` with the garbage collector held off. CPython 3.11.7 raises "SystemError:
+    AST constructor recursion depth mismatch" when a collection runs finalizers in the
+    middle of building the tree (seen in the test suite after tests that leave asyncio
+    objects to the collector)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(text)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def summary(name: str) -> str:
     """The first paragraph of bench_NAME.py's docstring, on one line, read without importing it."""
-    doc = ast.get_docstring(ast.parse((HERE / f"bench_{name}.py").read_text(encoding="utf-8"))) or ""
+    doc = ast.get_docstring(parse_source((HERE / f"bench_{name}.py").read_text(encoding="utf-8"))) or ""
     return " ".join(doc.split("\n\n")[0].split())
 
 

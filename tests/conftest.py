@@ -105,3 +105,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def parse_python(text: str):
+    """``ast.parse`` with the garbage collector held off: CPython 3.11.7 raises "SystemError:
+    AST constructor recursion depth mismatch" when a collection runs finalizers in the
+    middle of building the tree (earlier tests leave asyncio objects to the collector).
+    bench/__main__.py does the same for the benchmark list."""
+    import ast
+    import gc
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(text)
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -197,10 +197,11 @@ def test_records_leave_the_ring_in_one_place():
     from pathlib import Path
 
     import pipeline.writer
+    from conftest import parse_python
 
     callers = []
     for path in sorted(Path(pipeline.writer.__file__).parent.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parse_python(path.read_text(encoding="utf-8"))
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for node in ast.walk(fn):
