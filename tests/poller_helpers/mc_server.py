@@ -23,6 +23,7 @@ import threading
 from collections import Counter
 
 from tests.conftest import free_port
+from tests.poller_helpers.loop_thread import start_loop_thread
 
 # name -> (binary device code, bit device)
 DEVICE_CODES = {"D": (0xA8, False), "W": (0xB4, False), "R": (0xAF, False), "ZR": (0xB0, False),
@@ -159,33 +160,11 @@ class McTestServer:
         """Listen (on a free port the first time, on the same port afterwards)."""
         if not self.port:
             self.port = free_port()
-        ready = threading.Event()
-        errors: list[BaseException] = []
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
+        async def listen() -> None:
+            self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
 
-            async def main() -> None:
-                try:
-                    self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-                except BaseException as e:  # reported to the caller of start()
-                    errors.append(e)
-                finally:
-                    ready.set()
-
-            loop.run_until_complete(main())
-            if not errors:
-                loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="mc-test-server", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("MC test server did not start")
-        if errors:
-            raise errors[0]
+        self._loop, self._thread = start_loop_thread("mc-test-server", listen)
         return self
 
     def stop(self) -> None:

@@ -23,6 +23,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from tests.conftest import free_port, wait_until
+from tests.poller_helpers.loop_thread import start_loop_thread
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
@@ -86,36 +87,13 @@ class ModbusTestServer:
     # --- lifecycle ---
     def start(self) -> "ModbusTestServer":
         """Listen (on a free port the first time, on the same port afterwards)."""
-        ready = threading.Event()
-        errors: list[BaseException] = []
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
+        async def listen() -> None:
+            self._server = ModbusTcpServer(self._device(), address=("127.0.0.1", self.port))
+            await self._server.serve_forever(background=True)
+            self.port = self._server.transport.sockets[0].getsockname()[1]
 
-            async def main() -> None:
-                try:
-                    self._server = ModbusTcpServer(self._device(), address=("127.0.0.1", self.port))
-                    await self._server.serve_forever(background=True)
-                    self.port = self._server.transport.sockets[0].getsockname()[1]
-                except BaseException as e:  # reported to the caller of start()
-                    errors.append(e)
-                finally:
-                    ready.set()
-
-            loop.run_until_complete(main())
-            if not errors:
-                loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="modbus-test-server", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("Modbus test server did not start")
-        if errors:
-            raise errors[0]
+        self._loop, self._thread = start_loop_thread("modbus-test-server", listen)
         return self
 
     def stop(self) -> None:
