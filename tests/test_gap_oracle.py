@@ -80,3 +80,55 @@ def test_missing_oracle_gap_table_never_holds_the_data_back(target, tables, capl
     finally:
         sink.close()
     assert len(target.rows(table)) == 10
+
+
+def test_real_writer_with_the_oracle_sink_lists_its_gap_in_api_gaps_from_the_ring(ring_name, tmp_path):
+    """A writer process on the Oracle sink (the emulator) records a PLC-unreachable gap
+    published through the ring; the web process, with the Oracle setting and no database
+    login, lists it from the ring (source=ring), as the Oracle table holds it."""
+    import oracledb
+
+    from pipeline.common.telemetry import open_producer
+    from tests.oracle_emulator import Catalog, EmulatorServer
+    from tests.test_web_api import make_app
+    from tests.writer_helpers.util import halt, ring_value, start_writer, wait_until
+    from web import runtime
+
+    catalog = Catalog(str(tmp_path / "e.db"))
+    server = EmulatorServer(catalog).start()
+    producer = writer = app = None
+    try:
+        env = {"ORACLE_DSN": server.dsn(), "ORACLE_USERNAME": "TAGPIPE", "ORACLE_PASSWORD": "tagpipe-secret"}
+        with oracledb.connect(user=env["ORACLE_USERNAME"], password=env["ORACLE_PASSWORD"], dsn=env["ORACLE_DSN"]) as conn:
+            with conn.cursor() as cur:
+                for stmt in sql_statements(REPO / "sql" / "01_tables.sql") + sql_statements(REPO / "sql" / "04_gap_table.sql"):
+                    cur.execute(stmt)
+        producer = open_producer(ring_name, 1000, 80.0)
+        producer.publish(make_records(range(0, 10)))
+        producer.publish(G.make_record(G.PLC_UNREACHABLE, 0, T0, T0 + 3_000_000, "KRCWO12ELOA101", "Connection_refused"))
+        writer = start_writer(ring_name, tmp_path, BUFFER_WRITE_INTERVAL="0.1", **env)
+        wait_until(lambda: ring_value(ring_name, "writer.gaps_written", 0) == 1, 30, "the gap row made durable")
+        [row] = catalog.rows("TAG_DATA_GAP")
+        assert (row["KIND"], row["PLC_CODE"]) == ("plc_unreachable", "KRCWO12ELOA101")
+
+        app = make_app(ring_name, **{k: v for k, v in env.items() if k != "ORACLE_PASSWORD"})
+        r = app.test_client().get(f"/api/gaps?from={T0 - 1}&to={T0 + 10_000_000}&plc=KRCWO12ELOA101")
+        assert r.status_code == 200
+        body = r.get_json()
+        assert body["source"] == "ring" and "TAG_DATA_GAP" in body["history"] and f"last {G.RING_ROWS}" in body["history"]
+        assert body["total"] == 1
+        [g] = body["gaps"]
+        epoch = int(ring_value(ring_name, "epoch"))
+        assert g == {"ring_epoch": epoch, "kind": "plc_unreachable", "first_seq": row["FIRST_SEQ"], "last_seq": row["FIRST_SEQ"],
+                     "count": 0, "start_us": T0, "end_us": T0 + 3_000_000, "plc_code": "KRCWO12ELOA101", "detail": "Connection_refus"}
+        assert row["FIRST_SEQ"] == 10  # the gap record's own ring seq
+        # Filters apply to the ring's rows like to the table: another kind, another time.
+        assert app.test_client().get(f"/api/gaps?from={T0 - 1}&to={T0 + 10_000_000}&kind=overwritten").get_json()["total"] == 0
+        assert app.test_client().get("/api/gaps").get_json()["total"] == 0  # the last 24 hours: T0 is 2025
+    finally:
+        if app is not None:
+            runtime(app).close()
+        halt(writer)
+        if producer is not None:
+            producer.close()
+        server.stop()

@@ -9,9 +9,12 @@ bad, unknown or repeated one answers 400 with a JSON body naming it):
 * ``kind``: overwritten, poller_down, plc_unreachable or quarantine.
 * ``limit`` (1..1000, default 100), ``offset`` (0..1,000,000): paging, newest first.
 
-The gaps are read from the SQLite database (SQLITE_PATH, opened read-only). With the
-Oracle sink the ledger is in the Oracle gap table, which the web process has no login
-for: the answer is 501 naming the table (query it as in docs/oracle.md).
+With the SQLite sink the gaps are read from the database (SQLITE_PATH, opened read-only):
+the full history, ``"source": "database"``. With the Oracle sink the ledger is in the Oracle
+gap table, which the web process has no login for (by design: it only maps the ring
+read-only); the writer also keeps the last ``gaps.RING_ROWS`` gap rows it made durable in
+the ring, and those are listed: ``"source": "ring"`` and ``"history"`` naming the table
+that holds all of them (query it as in docs/oracle.md). No ring yet reads as no gaps.
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ def list_gaps():
     s = runtime(current_app).settings
     if s.oracle_host or s.oracle_dsn:
         table = s.oracle_gap_table or G.table_name(s.oracle_table)
-        return jsonify({"error": "Not Implemented", "status": 501,
-                        "message": f"the gap ledger is in the Oracle table {table}; query it there (docs/oracle.md)"}), 501
+        recent = runtime(current_app).monitor.recent_gaps() or []
+        rows, total = G.select(recent, q["from_us"], q["to_us"], q["plc"], q["kind"], q["limit"], q["offset"])
+        return jsonify({**q, "total": total, "gaps": [g.as_json() for g in rows], "source": "ring",
+                        "history": f"the last {G.RING_ROWS} gaps; all of them are in the Oracle table {table}"})
     try:
         rows, total = G.query_sqlite(s.sqlite_path, q["from_us"], q["to_us"], q["plc"], q["kind"], q["limit"], q["offset"])
     except sqlite3.Error as e:
         log.warning("reading the gap table of %s: %s", s.sqlite_path, e)
         return jsonify({"error": "Service Unavailable", "status": 503, "message": f"the database cannot be read now: {e}"}), 503
-    return jsonify({**q, "total": total, "gaps": [g.as_json() for g in rows]})
+    return jsonify({**q, "total": total, "gaps": [g.as_json() for g in rows], "source": "database"})

@@ -62,6 +62,12 @@ class Monitor:
         with self._lock:
             return self._reader.read()
 
+    def recent_gaps(self) -> list | None:
+        """The ring's recent gap rows, newest first (``TelemetryReader.recent_gaps``);
+        None when the ring cannot be read."""
+        with self._lock:
+            return self._reader.recent_gaps()
+
     def sample(self) -> View:
         """Append one point to the history (call about once a second) and log health changes."""
         view = self.read()

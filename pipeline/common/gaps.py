@@ -163,3 +163,90 @@ def query_sqlite(path: str, from_us: int, to_us: int, plc: str | None = None, ki
     finally:
         conn.close()
     return [Gap(int(r[0]) & ((1 << 64) - 1), *r[1:]) for r in rows], int(total)
+
+
+# --- the ring's copy of the most recent gaps ------------------------------------------------
+# The writer also puts every gap row it made durable into a consumer-owned telemetry table
+# of the ring (pipeline/common/telemetry.py SCHEMA), so the web process, which has no
+# database login, can list recent gaps for any sink. The table is a ring buffer: row
+# ``(n - 1) % RING_SLOTS`` holds the n-th row written (n from 1), and the word
+# ``writer.gaps_written`` counts the rows written. The writer fills the row's cells first and
+# bumps the counter after (publish after write). One slot more than the rows listed: the
+# slot the writer may be filling next is never read. RING_ROWS is bounded by the header's
+# telemetry area (16 KB header, shared with every other figure), not by choice.
+RING_TABLE = "recent_gaps"
+RING_COUNTER = "writer.gaps_written"
+RING_ROWS = 32  # gaps a reader gets at most
+RING_SLOTS = RING_ROWS + 1  # rows of the table
+RING_COLUMNS = ("n", "ring_epoch", "kind", "first_seq", "last_seq", "count", "start_us", "end_us",
+                "plc0", "plc1", "detail0", "detail1")
+_U64 = (1 << 64) - 1
+_QUARANTINE_FILE = re.compile(r"^quarantine_(.*)\.csv$")
+
+
+def _signed(v: int) -> int:
+    v &= _U64
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _pack16(text: str) -> tuple[int, int]:
+    raw = text.encode("ascii", "replace")[:16].ljust(16, b"\0")
+    return int.from_bytes(raw[:8], "little", signed=True), int.from_bytes(raw[8:], "little", signed=True)
+
+
+def _unpack16(w0: int, w1: int) -> str:
+    raw = int(w0).to_bytes(8, "little", signed=True) + int(w1).to_bytes(8, "little", signed=True)
+    return raw.rstrip(b"\0").decode("ascii", "replace")
+
+
+def ring_row(n: int, gap: Gap) -> dict[str, int]:
+    """The cells (by RING_COLUMNS name, i64) of the ``n``-th gap row put in the ring table.
+    Texts are cut to 16 bytes; a quarantine file name keeps only its stamp (read back whole)."""
+    detail = gap.detail
+    m = _QUARANTINE_FILE.match(detail) if gap.kind == KINDS[QUARANTINE] else None
+    if m:
+        detail = m.group(1)
+    plc0, plc1 = _pack16(gap.plc_code)
+    det0, det1 = _pack16(detail)
+    return {"n": n, "ring_epoch": _signed(gap.ring_epoch), "kind": KIND_CODES.get(gap.kind, 0),
+            "first_seq": _signed(gap.first_seq), "last_seq": _signed(gap.last_seq), "count": gap.count,
+            "start_us": gap.start_us, "end_us": gap.end_us, "plc0": plc0, "plc1": plc1, "detail0": det0, "detail1": det1}
+
+
+def ring_gaps(rows: list[tuple[int, ...]], written_before: int, written_after: int) -> list[Gap]:
+    """The complete gap rows of a copy of the ring table, newest first.
+
+    ``rows``: the table as copied (``Snapshot.tables[RING_TABLE]``); ``written_before`` and
+    ``written_after``: the counter ``writer.gaps_written`` read just before and just after
+    the copy. Row n is complete when n <= written_before (its cells were written before the
+    counter said n) and untouched when n > written_after - RING_SLOTS + 1 (the writer starts
+    overwriting its slot only once the counter is n + RING_SLOTS - 1); each row's own ``n``
+    cell must say n too. Anything else may be torn and is left out, so a row is never half
+    read. At most RING_ROWS rows (all of them while the writer is not adding one).
+    """
+    col = {c: i for i, c in enumerate(RING_COLUMNS)}
+    first = max(1, written_after - RING_SLOTS + 2)
+    out = []
+    for n in range(written_before, first - 1, -1):
+        r = rows[(n - 1) % RING_SLOTS]
+        if int(r[col["n"]]) != n:
+            continue
+        kind = KINDS.get(int(r[col["kind"]]), str(int(r[col["kind"]])))
+        detail = _unpack16(r[col["detail0"]], r[col["detail1"]])
+        if kind == KINDS[QUARANTINE]:
+            detail = f"quarantine_{detail}.csv"
+        out.append(Gap(int(r[col["ring_epoch"]]) & _U64, kind, int(r[col["first_seq"]]) & _U64,
+                       int(r[col["last_seq"]]) & _U64, int(r[col["count"]]), int(r[col["start_us"]]),
+                       int(r[col["end_us"]]), _unpack16(r[col["plc0"]], r[col["plc1"]]) or ALL_PLCS, detail))
+    return out
+
+
+def select(gaps: list[Gap], from_us: int, to_us: int, plc: str | None = None, kind: str | None = None,
+           limit: int = 100, offset: int = 0) -> tuple[list[Gap], int]:
+    """``query_sqlite``'s filter, order and paging over gaps in memory: those overlapping
+    ``[from_us, to_us)`` (us since 1970 UTC), of ``plc`` or all PLCs, of ``kind``; newest
+    first (start, then first seq); (one page of ``limit`` from ``offset``, total matching)."""
+    hits = [g for g in gaps if g.start_us < to_us and g.end_us >= from_us
+            and (not plc or g.plc_code in (plc, ALL_PLCS)) and (not kind or g.kind == kind)]
+    hits.sort(key=lambda g: (g.start_us, g.first_seq), reverse=True)
+    return hits[offset:offset + limit], len(hits)

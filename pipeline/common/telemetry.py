@@ -34,6 +34,7 @@ from typing import Any, Callable
 from shm import Consumer, LayoutMismatch, Observer, Producer, RingMissing, Table, TelemetrySchema, Word, Words
 from shm import layout as L
 from shm.ring import now_us
+from . import gaps as _gaps
 from .gaps import KINDS as _GAP_KIND_NAMES
 
 GAP_KINDS = tuple(_GAP_KIND_NAMES.values())  # the gap ledger's kinds, in code order
@@ -124,6 +125,7 @@ SCHEMA = TelemetrySchema(
         ("writer.gaps_plc_unreachable", "u64", "gap rows recorded: PLC unreachable episodes (total)"),
         ("writer.gaps_quarantine", "u64", "gap rows recorded: rows moved to quarantine (total)"),
         ("writer.disk_errno", "u64", "errno of the failed backup write while disk_state is unwritable (0: none)"),
+        (_gaps.RING_COUNTER, "u64", "gap rows put in the recent_gaps table (total; slot (n - 1) % its rows holds the n-th)"),
     ]),
     Table("loss_hour", "consumer", HOUR_BUCKETS, ("minute", "lost"),
           doc="bucket minute % 60: records found lost (consumer.lost grew) in that minute"),
@@ -132,6 +134,8 @@ SCHEMA = TelemetrySchema(
           doc="bucket index % 30 of floor(time_s / 10): the writer's batch writes in those 10 s"),
     Table("plcs", "producer", MAX_PLCS, PLC_COLUMNS, kind="i64",
           doc="one row per PLC: code (16 ASCII bytes in code0/code1), connection and poll counters"),
+    Table(_gaps.RING_TABLE, "consumer", _gaps.RING_SLOTS, _gaps.RING_COLUMNS, kind="i64",
+          doc="the most recent gap rows made durable (pipeline/common/gaps.py ring_row); texts as 16 ASCII bytes"),
 )
 
 
@@ -310,6 +314,20 @@ class WriterMetrics:
         """Count gap rows the database added (``kinds``: one gap kind name per row)."""
         for kind in kinds:
             self.c.add(f"writer.gaps_{kind}", 1)
+
+    def gap_rows(self, rows: list[_gaps.Gap]) -> None:
+        """Put gap rows the database added into the ring's recent_gaps table, each row's
+        cells first and the counter after it, so a reader never takes a half row
+        (``gaps.ring_gaps``)."""
+        for gap in rows:
+            n = int(self.c.get(_gaps.RING_COUNTER)) + 1
+            row = self.c.row(_gaps.RING_TABLE, (n - 1) % _gaps.RING_SLOTS)
+            row.set("n", 0)  # the old row stops being whole before any cell changes
+            cells = _gaps.ring_row(n, gap)
+            for column in _gaps.RING_COLUMNS[1:]:
+                row.set(column, cells[column])
+            row.set("n", n)
+            self.c.set(_gaps.RING_COUNTER, n)  # publish after write
 
     def replayed(self, rows: int) -> None:
         self.c.add("writer.rows_replayed", rows)
@@ -1066,6 +1084,18 @@ class TelemetryReader:
         snap = obs.snapshot()
         fig = figures(snap, self.thresholds, peek_pending_ts_us(obs, snap), self._alive)
         return Reading(self.ring, snap.taken_us, fig, self.health.evaluate(fig), None)
+
+    def recent_gaps(self) -> list[_gaps.Gap] | None:
+        """The complete rows of the ring's recent_gaps table, newest first (see
+        ``gaps.ring_gaps``): the counter is read before and after the copy. None when the
+        ring cannot be read."""
+        obs, _ = self._observer()
+        if obs is None:
+            return None
+        before = int(obs.h.get(_gaps.RING_COUNTER))
+        snap = obs.snapshot()
+        after = int(obs.h.get(_gaps.RING_COUNTER))
+        return _gaps.ring_gaps(snap.tables[_gaps.RING_TABLE], before, after)
 
     def close(self) -> None:
         if self._obs is not None:

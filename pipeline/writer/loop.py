@@ -356,6 +356,7 @@ class Writer:
             self.gaps.durable(batch)
         if res is not None and res.gaps:
             self.metrics.gaps_recorded(res.gaps)
+            self.metrics.gap_rows(res.gap_rows)  # the web lists recent gaps from the ring (any sink)
         if how in (DB, REPLAY):
             self.metrics.committed(rows, res.written, res.duplicates, lat_us)
         if how == REPLAY:

@@ -270,8 +270,12 @@
   function pollGaps() {
     fetch("/api/gaps?limit=50", { cache: "no-store" })
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-      .then(function (d) { renderGaps(d.gaps); body.dataset.gaps = String(d.total); })
-      .catch(function () { /* an Oracle sink (501) or a locked file: the table keeps its last content */ })
+      .then(function (d) {
+        renderGaps(d.gaps); body.dataset.gaps = String(d.total);
+        // Oracle sink: the list is the ring's recent gaps, not the whole ledger; say so.
+        var note = $("gaps-note"); note.hidden = d.source !== "ring"; note.title = d.history || "";
+      })
+      .catch(function () { /* a locked file (503): the table keeps its last content */ })
       .then(function () { setTimeout(pollGaps, 5000); });
   }
 

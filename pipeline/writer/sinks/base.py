@@ -16,6 +16,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from pipeline.common.gaps import Gap
+
 
 class SinkError(Exception):
     """Base class of sink errors. ``code`` is the driver's full code (e.g. DPY-4011)."""
@@ -57,6 +59,7 @@ class WriteResult:
     duplicates: int = 0
     rejected: list[RowError] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)  # kinds of the gap rows this write added (not in written)
+    gap_rows: list[Gap] = field(default_factory=list)  # those rows themselves, in the same order
 
     @property
     def total(self) -> int:

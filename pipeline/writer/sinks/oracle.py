@@ -184,7 +184,7 @@ class OracleSink:
                     self._commit(conn, "commit of gap rows")
                 else:
                     conn.rollback()  # releases the cursor row lock
-                return WriteResult(duplicates=duplicates, gaps=gaps)
+                return WriteResult(duplicates=duplicates, gaps=[g.kind for g in gaps], gap_rows=gaps)
             rows, sent, rejected = self.bind_rows(epoch, records, fresh)
             chunk = self.cfg.oracle_insert_chunk_rows
             for start in range(0, len(rows), chunk):  # one round trip per chunk, one transaction
@@ -208,7 +208,8 @@ class OracleSink:
             if index is not None:  # report indices into the batch as given
                 rejected = [RowError(int(index[r.index]), r.code, r.message) for r in rejected]
             end = int(seqs[fresh].max()) + 1
-            result = WriteResult(written=len(fresh) - len(rejected), duplicates=duplicates, rejected=rejected, gaps=gaps)
+            result = WriteResult(written=len(fresh) - len(rejected), duplicates=duplicates, rejected=rejected,
+                                 gaps=[g.kind for g in gaps], gap_rows=gaps)
             try:
                 self._advance_cursor(cur, epoch, end, exists)
             except oracledb.Error as exc:
@@ -222,9 +223,9 @@ class OracleSink:
             else:
                 return result
             raise lost  # leaves the with block as an error: the dead connection is dropped
-    def _insert_gaps(self, cur: oracledb.Cursor, epoch: int, gap_recs: np.ndarray) -> list[str]:
+    def _insert_gaps(self, cur: oracledb.Cursor, epoch: int, gap_recs: np.ndarray) -> list[G.Gap]:
         """Insert gap rows in the caller's transaction; a row already there (ORA-00001 on
-        the key RING_EPOCH, KIND, FIRST_SEQ) was written before. Returns the kinds added.
+        the key RING_EPOCH, KIND, FIRST_SEQ) was written before. Returns the rows added.
         Raises TransientSinkError / PermanentSinkError (classified) for anything else."""
         if len(gap_recs) == 0:
             return []
@@ -256,7 +257,7 @@ class OracleSink:
                 # A gap row is ours, never bad data: any other refusal is the table's fault.
                 raise PermanentSinkError(scrub(f"inserting into {self.gap_table}: {first_line(e)}", self.cfg.secrets), e.full_code)
             repeated.add(e.offset)
-        return [g.kind for i, g in enumerate(gaps) if i not in repeated]
+        return [g for i, g in enumerate(gaps) if i not in repeated]
 
     def _commit(self, conn: oracledb.Connection, what: str) -> None:
         try:

@@ -319,7 +319,8 @@ class SqliteSink:
         if gone is not None:
             self.close()
             raise SinkGoneError(f"SQLite {gone}: the last commit does not count; values go to backup files", "DATABASE_GONE")
-        return WriteResult(written=written, duplicates=n - written - len(rejected), rejected=rejected, gaps=gaps)
+        return WriteResult(written=written, duplicates=n - written - len(rejected), rejected=rejected,
+                           gaps=[g.kind for g in gaps], gap_rows=gaps)
 
     def _insert(self, conn: sqlite3.Connection, flat: list, offset: int) -> tuple[int, list[RowError]]:
         """Insert the rows whose values ``flat`` holds (``R.flat_row_values``; batch indices
@@ -390,9 +391,9 @@ def _insert_rows(conn: sqlite3.Connection, flat: list) -> int:
     return written
 
 
-def _insert_gaps(conn: sqlite3.Connection, epoch: int, gap_recs: np.ndarray) -> list[str]:
+def _insert_gaps(conn: sqlite3.Connection, epoch: int, gap_recs: np.ndarray) -> list[G.Gap]:
     """Insert the gap rows of FLAG_GAP records (a row already there is skipped); returns
-    the kinds of the rows inserted."""
+    the rows inserted."""
     added = []
     now = int(time.time() * 1e6)
     for rec in gap_recs:
@@ -400,5 +401,5 @@ def _insert_gaps(conn: sqlite3.Connection, epoch: int, gap_recs: np.ndarray) -> 
         cur = conn.execute(GAP_INSERT, (R.signed64(epoch), g.kind, g.first_seq, g.last_seq, g.count, g.start_us, g.end_us,
                                         g.plc_code, g.detail, now))
         if cur.rowcount > 0:
-            added.append(g.kind)
+            added.append(g)
     return added
