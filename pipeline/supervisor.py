@@ -136,8 +136,18 @@ def _set_parent_death_signal(sig: int) -> None:
 PARENT_DEATH_SIGNAL = signal.SIGUSR2
 
 
+_parent_gone = False
+
+
 def _on_parent_death(signum, frame) -> None:
+    # Several signals can be pending before this handler first runs (one per exiting thread
+    # of the parent): Python may then call it again even after SIG_IGN. Only the first call
+    # sends the SIGTERM; a second SIGTERM would stop the child at once (exit 5), not in order.
+    global _parent_gone
     signal.signal(PARENT_DEATH_SIGNAL, signal.SIG_IGN)  # the next ones: nothing more to say
+    if _parent_gone:
+        return
+    _parent_gone = True
     os.kill(os.getpid(), signal.SIGTERM)
 
 
